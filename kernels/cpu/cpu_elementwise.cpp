@@ -1,0 +1,163 @@
+// CPU backend: the row-wise ops — rmsnorm, rope, swiglu, add, embedding.
+//
+// Each op walks rows (honouring row_stride) and runs a flat inner loop over the columns that -O2
+// can vectorize. Numerics follow the HF PyTorch reference in float32: rmsnorm's mean of squares
+// is accumulated in double, RoPE angles are float(pos) * inv_freq in float32 with cos/sin of
+// that float angle evaluated in double.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/core/error.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace parafuse {
+
+using namespace cpu_detail;
+
+void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) {
+  require_view(Op::RmsNorm, x, "x");
+  require_view(Op::RmsNorm, y, "y");
+  require_dtype(Op::RmsNorm, x, "x", DType::F32);
+  require_dtype(Op::RmsNorm, y, "y", DType::F32);
+  require_same_shape(Op::RmsNorm, x, "x", y, "y");
+  const bool has_weight = !weight.empty();
+  if (has_weight) {
+    require_view(Op::RmsNorm, weight, "weight");
+    require_dtype(Op::RmsNorm, weight, "weight", DType::F32);
+    PF_CHECK(weight.rows == 1 && weight.cols == x.cols,
+             "rmsnorm: weight is ({}, {}) but must be (1, {})", weight.rows, weight.cols, x.cols);
+  }
+  PF_CHECK(eps >= 0.0f, "rmsnorm: eps must be >= 0, got {}", eps);
+  const int64_t d = x.cols;
+  if (d == 0) return;
+  const float* w = has_weight ? weight.f32() : nullptr;
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const float* xr = x.f32() + r * x.row_stride;
+    float* yr = y.f32() + r * y.row_stride;  // may alias xr: the sum is taken first
+    double sum_sq = 0.0;
+    for (int64_t c = 0; c < d; ++c) sum_sq += double(xr[c]) * double(xr[c]);
+    const float inv_rms = float(1.0 / std::sqrt(sum_sq / double(d) + double(eps)));
+    if (w) {
+      for (int64_t c = 0; c < d; ++c) yr[c] = (xr[c] * inv_rms) * w[c];
+    } else {
+      for (int64_t c = 0; c < d; ++c) yr[c] = xr[c] * inv_rms;
+    }
+  }
+}
+
+void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& inv_freq, int n_heads,
+                      int head_dim) {
+  require_view(Op::Rope, x, "x");
+  require_view(Op::Rope, positions, "positions");
+  require_view(Op::Rope, inv_freq, "inv_freq");
+  require_dtype(Op::Rope, x, "x", DType::F32);
+  require_dtype(Op::Rope, positions, "positions", DType::I32);
+  require_dtype(Op::Rope, inv_freq, "inv_freq", DType::F32);
+  PF_CHECK(n_heads > 0 && head_dim > 0 && head_dim % 2 == 0,
+           "rope: need n_heads > 0 and an even head_dim > 0, got n_heads {} head_dim {}", n_heads,
+           head_dim);
+  PF_CHECK(x.cols == int64_t(n_heads) * head_dim,
+           "rope: x has {} cols but n_heads {} * head_dim {} = {}", x.cols, n_heads, head_dim,
+           int64_t(n_heads) * head_dim);
+  PF_CHECK(positions.rows == x.rows && positions.cols == 1,
+           "rope: positions is ({}, {}) but must be ({}, 1)", positions.rows, positions.cols,
+           x.rows);
+  const int half = head_dim / 2;
+  PF_CHECK(inv_freq.rows == 1 && inv_freq.cols == half,
+           "rope: inv_freq is ({}, {}) but must be (1, {})", inv_freq.rows, inv_freq.cols, half);
+  for (int64_t r = 0; r < x.rows; ++r) {  // validate every position before rotating anything
+    const int32_t pos = positions.i32()[r * positions.row_stride];
+    PF_CHECK(pos >= 0, "rope: row {} has negative position {}", r, pos);
+  }
+  std::vector<float> cos_row(static_cast<size_t>(half)), sin_row(static_cast<size_t>(half));
+  const float* freq = inv_freq.f32();
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const int32_t pos = positions.i32()[r * positions.row_stride];
+    for (int i = 0; i < half; ++i) {
+      const float angle = float(pos) * freq[i];  // float32, as HF computes it
+      cos_row[size_t(i)] = float(std::cos(double(angle)));
+      sin_row[size_t(i)] = float(std::sin(double(angle)));
+    }
+    const float* cs = cos_row.data();
+    const float* sn = sin_row.data();
+    for (int h = 0; h < n_heads; ++h) {
+      float* lo = x.f32() + r * x.row_stride + int64_t(h) * head_dim;  // x[i]
+      float* hi = lo + half;                                           // x[i + head_dim/2]
+      for (int i = 0; i < half; ++i) {
+        const float x0 = lo[i], x1 = hi[i];
+        lo[i] = x0 * cs[i] - x1 * sn[i];
+        hi[i] = x1 * cs[i] + x0 * sn[i];
+      }
+    }
+  }
+}
+
+void CpuBackend::swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  require_view(Op::SwiGlu, gate, "gate");
+  require_view(Op::SwiGlu, up, "up");
+  require_view(Op::SwiGlu, out, "out");
+  require_dtype(Op::SwiGlu, gate, "gate", DType::F32);
+  require_dtype(Op::SwiGlu, up, "up", DType::F32);
+  require_dtype(Op::SwiGlu, out, "out", DType::F32);
+  require_same_shape(Op::SwiGlu, gate, "gate", up, "up");
+  require_same_shape(Op::SwiGlu, gate, "gate", out, "out");
+  for (int64_t r = 0; r < gate.rows; ++r) {
+    const float* g = gate.f32() + r * gate.row_stride;
+    const float* u = up.f32() + r * up.row_stride;
+    float* o = out.f32() + r * out.row_stride;
+    for (int64_t c = 0; c < gate.cols; ++c) {
+      const float gc = g[c];
+      o[c] = gc / (1.0f + std::exp(-gc)) * u[c];  // silu(g) * u
+    }
+  }
+}
+
+void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  require_view(Op::Add, a, "a");
+  require_view(Op::Add, b, "b");
+  require_view(Op::Add, out, "out");
+  require_dtype(Op::Add, a, "a", DType::F32);
+  require_dtype(Op::Add, b, "b", DType::F32);
+  require_dtype(Op::Add, out, "out", DType::F32);
+  require_same_shape(Op::Add, a, "a", b, "b");
+  require_same_shape(Op::Add, a, "a", out, "out");
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const float* ar = a.f32() + r * a.row_stride;
+    const float* br = b.f32() + r * b.row_stride;
+    float* o = out.f32() + r * out.row_stride;  // may alias ar or br element for element
+    for (int64_t c = 0; c < a.cols; ++c) o[c] = ar[c] + br[c];
+  }
+}
+
+void CpuBackend::embedding(const Tensor& table, const Tensor& ids, int64_t vocab_begin,
+                           const Tensor& out) {
+  require_view(Op::Embedding, table, "table");
+  require_view(Op::Embedding, ids, "ids");
+  require_view(Op::Embedding, out, "out");
+  require_dtype(Op::Embedding, table, "table", DType::F32);
+  require_dtype(Op::Embedding, ids, "ids", DType::I32);
+  require_dtype(Op::Embedding, out, "out", DType::F32);
+  PF_CHECK(ids.rows == out.rows && ids.cols == 1, "embedding: ids is ({}, {}) but must be ({}, 1)",
+           ids.rows, ids.cols, out.rows);
+  PF_CHECK(table.cols == out.cols, "embedding: table has {} cols but out has {}", table.cols,
+           out.cols);
+  PF_CHECK(vocab_begin >= 0, "embedding: vocab_begin must be >= 0, got {}", vocab_begin);
+  for (int64_t r = 0; r < out.rows; ++r) {  // validate every id before writing anything
+    const int32_t id = ids.i32()[r * ids.row_stride];
+    PF_CHECK(id >= 0, "embedding: row {} has negative token id {}", r, id);
+  }
+  const size_t row_bytes = size_t(out.cols) * sizeof(float);
+  for (int64_t r = 0; r < out.rows; ++r) {
+    const int32_t id = ids.i32()[r * ids.row_stride];
+    float* o = out.f32() + r * out.row_stride;
+    const int64_t local = int64_t(id) - vocab_begin;
+    if (local < 0 || local >= table.rows) {  // another rank's vocabulary slice
+      std::memset(o, 0, row_bytes);
+    } else {
+      std::memcpy(o, table.f32() + local * table.row_stride, row_bytes);
+    }
+  }
+}
+
+}  // namespace parafuse
