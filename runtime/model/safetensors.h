@@ -1,0 +1,82 @@
+// HF safetensors reader and writer, hand-written: no library exists here.
+//
+// Layout: u64 little-endian header length N, N bytes of JSON {name: {dtype, shape,
+// data_offsets: [begin, end]}, "__metadata__": {...}}, then the data. The header is parsed with
+// nlohmann-json; every entry is validated (known dtype, shape product * dtype size == end-begin
+// without overflow, offsets inside the file, no overlaps, no gaps, no duplicate names) so that
+// a malformed file is an Error naming the file, the tensor and the problem.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/model/weight_source.h"
+
+namespace parafuse {
+
+class MappedFile;
+
+struct SafetensorsEntry {
+  TensorInfo info;
+  uint64_t begin = 0;  // byte offsets into the data section
+  uint64_t end = 0;
+};
+
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::string& path);
+  SafetensorsFile(const uint8_t* data, size_t size, std::string origin);  // fuzzing, tests
+  ~SafetensorsFile();
+  const std::string& origin() const { return origin_; }
+  const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const uint8_t* data_of(const SafetensorsEntry& e) const { return data_section_ + e.begin; }
+  // rows x cols slice of a 1-D or 2-D entry as F32 (WeightSource::read_f32 semantics); touches
+  // only the slice's bytes. Throws naming the file and tensor on a bad range or rank > 2.
+  void read_f32(const SafetensorsEntry& e, Range rows, Range cols, float* out) const;
+
+ private:
+  void parse(const uint8_t* data, size_t size);
+  std::string origin_;
+  std::unique_ptr<MappedFile> file_;
+  std::map<std::string, SafetensorsEntry> entries_;
+  std::map<std::string, std::string> metadata_;
+  const uint8_t* data_section_ = nullptr;
+};
+
+// A directory of one model.safetensors or of shards listed by model.safetensors.index.json.
+class SafetensorsWeightSource : public WeightSource {
+ public:
+  explicit SafetensorsWeightSource(const std::string& dir);
+  std::string description() const override;
+  std::vector<std::string> names() const override;
+  bool has(const std::string& name) const override;
+  TensorInfo info(const std::string& name) const override;
+  void read_f32(const std::string& name, Range rows, Range cols, float* out) const override;
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, std::pair<const SafetensorsFile*, const SafetensorsEntry*>> where_;
+};
+
+// Writes tensors to one safetensors file (F32 or BF16 storage), sorted by name as HF does.
+class SafetensorsWriter {
+ public:
+  void add(const std::string& name, std::vector<int64_t> shape, std::vector<float> values);
+  void set_metadata(const std::string& key, const std::string& value);
+  void write(const std::string& path, DType storage = DType::F32) const;
+
+ private:
+  struct Pending {
+    std::vector<int64_t> shape;
+    std::vector<float> values;
+  };
+  std::map<std::string, Pending> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace parafuse

@@ -1,0 +1,379 @@
+// ModelConfig tests: HF config.json for Llama (with Llama-3 RoPE scaling) and Nemotron-NAS
+// (heterogeneous and fused blocks), the round trip through to_hf_config_json, RoPE frequencies
+// against numbers computed in Python, and a corpus of bad config.json texts, each of which must
+// give one Error naming the file, the key and the problem.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "kernels/core/error.h"
+#include "runtime/model/model_config.h"
+
+namespace parafuse {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Llama-3.1-8B's config.json, trimmed to the keys we read plus a few we ignore.
+const char* kLlama31 = R"({
+  "architectures": ["LlamaForCausalLM"],
+  "model_type": "llama",
+  "vocab_size": 128256,
+  "hidden_size": 4096,
+  "intermediate_size": 14336,
+  "num_hidden_layers": 32,
+  "num_attention_heads": 32,
+  "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05,
+  "rope_theta": 500000.0,
+  "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "max_position_embeddings": 131072,
+  "tie_word_embeddings": false,
+  "bos_token_id": 128000,
+  "eos_token_id": [128001, 128008, 128009],
+  "torch_dtype": "bfloat16",
+  "hidden_act": "silu"
+})";
+
+const char* kSmolLm2 = R"({
+  "model_type": "llama", "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
+  "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+  "rms_norm_eps": 1e-05, "rope_theta": 100000, "rope_scaling": null,
+  "tie_word_embeddings": true, "max_position_embeddings": 8192,
+  "bos_token_id": 1, "eos_token_id": 2
+})";
+
+// A Nemotron-NAS (DeciLM) config: a full block, an attention-free block, a linear-attention
+// block with no FFN, a linear FFN, and a fused block with our explicit keys.
+const char* kNemotron = R"({
+  "architectures": ["DeciLMForCausalLM"],
+  "model_type": "nemotron-nas",
+  "vocab_size": 128256, "hidden_size": 8192, "num_attention_heads": 64,
+  "num_hidden_layers": 5, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+  "max_position_embeddings": 131072, "bos_token_id": 128000, "eos_token_id": 128009,
+  "block_configs": [
+    {"attention": {"n_heads_in_group": 8, "no_op": false, "replace_with_linear": false,
+                   "sparsify": null},
+     "ffn": {"ffn_mult": 2.625, "no_op": false, "replace_with_linear": false}},
+    {"attention": {"n_heads_in_group": null, "no_op": true, "replace_with_linear": false},
+     "ffn": {"ffn_mult": 1.3, "no_op": false, "replace_with_linear": false}},
+    {"attention": {"n_heads_in_group": null, "no_op": false, "replace_with_linear": true},
+     "ffn": {"ffn_mult": null, "no_op": true, "replace_with_linear": false}},
+    {"attention": {"n_heads_in_group": 16},
+     "ffn": {"ffn_mult": null, "replace_with_linear": true}},
+    {"attention": {"no_op": true},
+     "ffn": {"ffn_mult": 1.0, "intermediate_size": 20480, "fused_from": [5, 6, 7],
+             "ffn_norm_folded": true}}
+  ]
+})";
+
+TEST(ModelConfig, ParsesLlama31) {
+  const ModelConfig c = parse_hf_config(kLlama31, "config.json");
+  EXPECT_EQ(c.model_type, "llama");
+  EXPECT_EQ(c.vocab_size, 128256);
+  EXPECT_EQ(c.hidden_size, 4096);
+  EXPECT_EQ(c.n_heads, 32);
+  EXPECT_EQ(c.head_dim, 128);
+  ASSERT_EQ(c.n_blocks(), 32);
+  for (const BlockConfig& b : c.blocks) {
+    EXPECT_EQ(b.attention, AttentionKind::Full);
+    EXPECT_EQ(b.n_kv_heads, 8);
+    EXPECT_EQ(b.ffn, FfnKind::SwiGlu);
+    EXPECT_EQ(b.intermediate_size, 14336);
+  }
+  EXPECT_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_EQ(c.rope_theta, 500000.0);
+  EXPECT_TRUE(c.rope_scaling.llama3);
+  EXPECT_EQ(c.rope_scaling.factor, 8.0);
+  EXPECT_EQ(c.rope_scaling.low_freq_factor, 1.0);
+  EXPECT_EQ(c.rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(c.rope_scaling.original_max_position, 8192);
+  EXPECT_EQ(c.max_position_embeddings, 131072);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.bos_token_id, 128000);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int>{128001, 128008, 128009}));
+  EXPECT_EQ(c.summary(),
+            "llama: 32 blocks, hidden 4096, 32 heads x 128, vocab 128256, rope theta 500000 "
+            "(llama3 x8)\n  blocks 0-31: attention full (8 kv heads), ffn swiglu 14336");
+}
+
+// Expected inv_freq from a numpy port of HF transformers' _compute_default_rope_parameters
+// and _compute_llama3_parameters (float32 like torch):
+//   inv = 1 / 500000 ** (np.arange(0, 128, 2).astype(np.float32) / 128)
+//   wavelen = 2*pi / inv; low_wl = 8192 / 1; high_wl = 8192 / 4
+//   scaled = where(wavelen > low_wl, inv / 8, inv)
+//   smooth = (8192 / wavelen - 1) / (4 - 1); smoothed = (1 - smooth) * scaled / 8 + smooth * scaled
+//   result = where(high_wl <= wavelen <= low_wl, smoothed, scaled)
+// Indices 29..34 are the smoothed band; printed with '%.9g'.
+TEST(ModelConfig, Llama3RopeInvFreqMatchesHf) {
+  const std::vector<float> inv_freq = rope_inv_freq(parse_hf_config(kLlama31, "config.json"));
+  ASSERT_EQ(inv_freq.size(), 64u);
+  const std::vector<std::pair<int, float>> expected = {{0, 1.0f},
+                                                       {1, 0.814617217f},
+                                                       {20, 0.0165604409f},
+                                                       {29, 0.00216657063f},
+                                                       {31, 0.00085675146f},
+                                                       {34, 0.000178507791f},
+                                                       {40, 3.42810235e-05f},
+                                                       {63, 3.06892588e-07f}};
+  for (const auto& [i, value] : expected) {
+    EXPECT_NEAR(inv_freq[size_t(i)], value, 2e-6 * value) << "index " << i;
+  }
+}
+
+TEST(ModelConfig, PlainRopeInvFreq) {
+  // numpy: 1 / 100000 ** (np.arange(0, 64, 2).astype(np.float32) / 64), '%.9g'
+  const std::vector<float> inv_freq = rope_inv_freq(parse_hf_config(kSmolLm2, "config.json"));
+  ASSERT_EQ(inv_freq.size(), 32u);
+  EXPECT_EQ(inv_freq[0], 1.0f);
+  EXPECT_NEAR(inv_freq[1], 0.697830558f, 1e-6 * 0.7);
+  EXPECT_NEAR(inv_freq[16], 0.00316227786f, 1e-6 * 0.00316);
+  EXPECT_NEAR(inv_freq[31], 1.43301268e-05f, 1e-6 * 1.43e-5);
+}
+
+TEST(ModelConfig, ParsesSmolLm2) {
+  const ModelConfig c = parse_hf_config(kSmolLm2, "config.json");
+  EXPECT_EQ(c.n_blocks(), 30);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.blocks[7].n_kv_heads, 3);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.rope_scaling.llama3);
+  EXPECT_EQ(c.eos_token_ids, std::vector<int>{2});
+}
+
+TEST(ModelConfig, ParsesNemotronNasBlocks) {
+  const ModelConfig c = parse_hf_config(kNemotron, "config.json");
+  EXPECT_EQ(c.model_type, "nemotron-nas");
+  ASSERT_EQ(c.n_blocks(), 5);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.eos_token_ids, std::vector<int>{128009});
+  // int(2 * ffn_mult * 8192 / 3) rounded up to 256: 2.625 -> 14336, 1.3 -> 7099 -> 7168.
+  EXPECT_EQ(c.blocks[0].attention, AttentionKind::Full);
+  EXPECT_EQ(c.blocks[0].n_kv_heads, 8);
+  EXPECT_EQ(c.blocks[0].intermediate_size, 14336);
+  EXPECT_EQ(c.blocks[1].attention, AttentionKind::None);
+  EXPECT_EQ(c.blocks[1].intermediate_size, 7168);
+  EXPECT_EQ(c.blocks[2].attention, AttentionKind::Linear);
+  EXPECT_EQ(c.blocks[2].ffn, FfnKind::None);
+  EXPECT_EQ(c.blocks[3].n_kv_heads, 4);
+  EXPECT_EQ(c.blocks[3].ffn, FfnKind::Linear);
+  EXPECT_EQ(c.blocks[4].intermediate_size, 20480);  // explicit size wins over ffn_mult
+  EXPECT_EQ(c.blocks[4].fused_from, (std::vector<int>{5, 6, 7}));
+  EXPECT_TRUE(c.blocks[4].ffn_norm_folded);
+  EXPECT_THAT(c.summary(), HasSubstr("\n  block 1: attention none, ffn swiglu 7168\n"));
+  EXPECT_THAT(c.summary(),
+              HasSubstr("block 4: attention none, ffn swiglu 20480 (fused from blocks 5,6,7) "
+                        "(norm folded)"));
+}
+
+void expect_same(const ModelConfig& a, const ModelConfig& b) {
+  EXPECT_EQ(a.model_type, b.model_type);
+  EXPECT_EQ(a.vocab_size, b.vocab_size);
+  EXPECT_EQ(a.hidden_size, b.hidden_size);
+  EXPECT_EQ(a.n_heads, b.n_heads);
+  EXPECT_EQ(a.head_dim, b.head_dim);
+  EXPECT_EQ(a.rms_norm_eps, b.rms_norm_eps);
+  EXPECT_EQ(a.rope_theta, b.rope_theta);
+  EXPECT_EQ(a.rope_scaling.llama3, b.rope_scaling.llama3);
+  EXPECT_EQ(a.rope_scaling.factor, b.rope_scaling.factor);
+  EXPECT_EQ(a.rope_scaling.low_freq_factor, b.rope_scaling.low_freq_factor);
+  EXPECT_EQ(a.rope_scaling.high_freq_factor, b.rope_scaling.high_freq_factor);
+  EXPECT_EQ(a.rope_scaling.original_max_position, b.rope_scaling.original_max_position);
+  EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings);
+  EXPECT_EQ(a.max_position_embeddings, b.max_position_embeddings);
+  EXPECT_EQ(a.bos_token_id, b.bos_token_id);
+  EXPECT_EQ(a.eos_token_ids, b.eos_token_ids);
+  ASSERT_EQ(a.n_blocks(), b.n_blocks());
+  for (int i = 0; i < a.n_blocks(); ++i) {
+    SCOPED_TRACE(i);
+    const BlockConfig& x = a.blocks[size_t(i)];
+    const BlockConfig& y = b.blocks[size_t(i)];
+    EXPECT_EQ(x.attention, y.attention);
+    EXPECT_EQ(x.n_kv_heads, y.n_kv_heads);
+    EXPECT_EQ(x.ffn, y.ffn);
+    EXPECT_EQ(x.intermediate_size, y.intermediate_size);
+    EXPECT_EQ(x.fused_from, y.fused_from);
+    EXPECT_EQ(x.ffn_norm_folded, y.ffn_norm_folded);
+  }
+  EXPECT_EQ(a.summary(), b.summary());
+}
+
+TEST(ModelConfig, RoundTripsThroughHfJson) {
+  for (const char* text : {kLlama31, kSmolLm2, kNemotron}) {
+    const ModelConfig original = parse_hf_config(text, "config.json");
+    const std::string json = to_hf_config_json(original);
+    SCOPED_TRACE(json);
+    expect_same(original, parse_hf_config(json, "written.json"));
+    EXPECT_EQ(to_hf_config_json(parse_hf_config(json, "written.json")), json);  // stable
+  }
+  // A plain Llama stays in the Llama form; anything else is written as Nemotron-NAS.
+  EXPECT_THAT(to_hf_config_json(parse_hf_config(kSmolLm2, "c")),
+              HasSubstr("\"model_type\": \"llama\""));
+  ModelConfig fused = parse_hf_config(kSmolLm2, "c");
+  fused.blocks[3].attention = AttentionKind::None;
+  fused.blocks[3].n_kv_heads = 0;
+  fused.blocks[3].intermediate_size = 3000;  // not a multiple of 256: only the explicit key works
+  fused.blocks[3].fused_from = {3, 4};
+  fused.blocks[3].ffn_norm_folded = true;
+  fused.blocks.erase(fused.blocks.begin() + 4);
+  const std::string json = to_hf_config_json(fused);
+  EXPECT_THAT(json, HasSubstr("\"model_type\": \"nemotron-nas\""));
+  ModelConfig back = parse_hf_config(json, "fused.json");
+  EXPECT_EQ(back.model_type, "nemotron-nas");
+  back.model_type = fused.model_type;
+  expect_same(fused, back);
+}
+
+TEST(ModelConfig, LoadsFromFileAndNamesAMissingOne) {
+  const std::string path = ::testing::TempDir() + "/config.json";
+  std::ofstream(path) << kSmolLm2;
+  EXPECT_EQ(load_hf_config(path).n_blocks(), 30);
+  try {
+    load_hf_config("/nonexistent/config.json");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("/nonexistent/config.json: cannot open"));
+  }
+}
+
+TEST(ModelConfig, ValidateNamesTheBlock) {
+  ModelConfig c = parse_hf_config(kSmolLm2, "config.json");
+  c.blocks[4].n_kv_heads = 2;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("block 4: n_kv_heads = 2 must be positive and divide "
+                                    "num_attention_heads 9"));
+  }
+  c = parse_hf_config(kSmolLm2, "config.json");
+  c.blocks.clear();
+  EXPECT_THROW(c.validate(), Error);
+  EXPECT_EQ(block_tensor_name(7, "mlp.up_proj.weight"), "model.layers.7.mlp.up_proj.weight");
+}
+
+// kSmolLm2 with `key` set to `value` (raw JSON text); an empty value removes the key.
+std::string smol_with(const std::string& key, const std::string& value) {
+  std::string text = kSmolLm2;
+  const std::string needle = "\"" + key + "\": ";
+  const size_t at = text.find(needle);
+  if (at == std::string::npos) return text.substr(0, text.rfind('}')) + ", " + needle + value + "}";
+  size_t end = at + needle.size();
+  int depth = 0;
+  while (end < text.size() && (depth > 0 || (text[end] != ',' && text[end] != '\n'))) {
+    if (text[end] == '{' || text[end] == '[') ++depth;
+    if (text[end] == '}' || text[end] == ']') --depth;
+    ++end;
+  }
+  if (value.empty()) return text.substr(0, at) + "\"ignored_key\": 0" + text.substr(end);
+  return text.substr(0, at) + needle + value + text.substr(end);
+}
+
+std::string nemotron_with_block(const std::string& block, int n_layers = 1) {
+  return fmt::format(
+      R"({{"model_type": "nemotron-nas", "vocab_size": 100, "hidden_size": 4096,
+          "num_attention_heads": 32, "num_hidden_layers": {}, "block_configs": [{}]}})",
+      n_layers, block);
+}
+
+struct BadConfig {
+  std::string text;
+  std::string expected;
+};
+
+TEST(ModelConfig, BadConfigsGiveOneClearError) {
+  const std::string good_attention = R"("attention": {"n_heads_in_group": 8})";
+  const std::string good_ffn = R"("ffn": {"ffn_mult": 1.0})";
+  const std::vector<BadConfig> cases = {
+      {R"({"model_type": "llama", )", "config.json: invalid JSON: [json.exception.parse_error"},
+      {"", "config.json: invalid JSON"},
+      {R"({"model_type": "llama"} trailing)", "parse error at line 1, column"},
+      {"[1, 2]", "config.json: the top level must be a JSON object, got array"},
+      {R"({"hidden_size": 4})", "config.json: required key 'model_type' is missing"},
+      {smol_with("model_type", "\"gpt2\""),
+       "config.json: model_type \"gpt2\" is not supported (supported: llama, nemotron-nas)"},
+      {smol_with("model_type", "7"), "model_type must be a string, got number 7"},
+      {smol_with("hidden_size", ""), "config.json: required key 'hidden_size' is missing"},
+      {smol_with("hidden_size", "null"), "required key 'hidden_size' is missing"},
+      {smol_with("hidden_size", "\"576\""),
+       "config.json: hidden_size must be an integer, got string \"576\""},
+      {smol_with("hidden_size", "576.5"), "hidden_size must be an integer, got number 576.5"},
+      {smol_with("hidden_size", "-576"), "config.json: hidden_size = -576 must be positive"},
+      {smol_with("hidden_size", "0"), "hidden_size = 0 must be positive"},
+      {smol_with("hidden_size", "18446744073709551615"),
+       "hidden_size = 18446744073709551615 is too large"},
+      {smol_with("num_hidden_layers", "0"), "num_hidden_layers = 0 must be positive"},
+      {smol_with("num_attention_heads", "7"),
+       "config.json: hidden_size 576 is not a multiple of num_attention_heads 7"},
+      {smol_with("num_key_value_heads", "4"),
+       "config.json: block 0: n_kv_heads = 4 must be positive and divide num_attention_heads 9"},
+      {smol_with("intermediate_size", "[1536]"), "intermediate_size must be an integer, got array"},
+      {smol_with("head_dim", "63"), "head_dim = 63 must be positive and even"},
+      {smol_with("rms_norm_eps", "\"1e-5\""), "rms_norm_eps must be a number, got string"},
+      {smol_with("rms_norm_eps", "-1e-5"), "rms_norm_eps = -1e-05 must be positive"},
+      {smol_with("tie_word_embeddings", "\"yes\""),
+       "tie_word_embeddings must be true or false, got string \"yes\""},
+      {smol_with("eos_token_id", "[2, \"x\"]"), "eos_token_id[1] must be an integer, got string"},
+      {smol_with("eos_token_id", "-3"), "eos_token_id = -3 is out of range"},
+      {smol_with("rope_scaling", "[]"), "rope_scaling must be a JSON object, got array"},
+      {smol_with("rope_scaling", R"({"rope_type": "yarn", "factor": 4})"),
+       "config.json: rope_scaling.rope_type = \"yarn\" is not supported (supported: llama3"},
+      {smol_with("rope_scaling", R"({"type": "dynamic", "factor": 4})"),
+       "rope_scaling.type = \"dynamic\" is not supported"},
+      {smol_with("rope_scaling", R"({"rope_type": "llama3", "low_freq_factor": 1,
+          "high_freq_factor": 4, "original_max_position_embeddings": 8192})"),
+       "config.json: required key 'rope_scaling.factor' is missing"},
+      {smol_with("rope_scaling", R"({"rope_type": "llama3", "factor": 8, "low_freq_factor": 4,
+          "high_freq_factor": 1, "original_max_position_embeddings": 8192})"),
+       "rope_scaling.high_freq_factor 1 must be greater than low_freq_factor 4"},
+      {nemotron_with_block("{" + good_attention + ", " + good_ffn + "}", 1) + "x", "invalid JSON"},
+      {R"({"model_type": "nemotron-nas", "vocab_size": 100, "hidden_size": 4096,
+           "num_attention_heads": 32})",
+       "config.json: required key 'block_configs' is missing"},
+      {nemotron_with_block("", 0), "block_configs must be a non-empty list"},
+      {nemotron_with_block("{" + good_attention + ", " + good_ffn + "}, 5", 2),
+       "config.json: block_configs[1] must be a JSON object, got number"},
+      {nemotron_with_block("{" + good_ffn + "}"),
+       "required key 'block_configs[0].attention' is missing"},
+      {nemotron_with_block(R"({"attention": {"n_heads_in_group": 5}, )" + good_ffn + "}"),
+       "config.json: block_configs[0].attention.n_heads_in_group = 5 does not divide "
+       "num_attention_heads 32"},
+      {nemotron_with_block(R"({"attention": {"n_heads_in_group": 0}, )" + good_ffn + "}"),
+       "block_configs[0].attention.n_heads_in_group = 0 must be positive"},
+      {nemotron_with_block(R"({"attention": {}, )" + good_ffn + "}"),
+       "required key 'block_configs[0].attention.n_heads_in_group' is missing"},
+      {nemotron_with_block(R"({"attention": {"no_op": true, "replace_with_linear": true}, )" +
+                           good_ffn + "}"),
+       "block_configs[0].attention has both no_op and replace_with_linear set"},
+      {nemotron_with_block("{" + good_attention + R"(, "ffn": {"no_op": false}})"),
+       "required key 'block_configs[0].ffn.ffn_mult' is missing"},
+      {nemotron_with_block("{" + good_attention + R"(, "ffn": {"ffn_mult": -1.0}})"),
+       "block_configs[0].ffn.ffn_mult = -1 must be positive"},
+      {nemotron_with_block("{" + good_attention + R"(, "ffn": {"ffn_mult": 1e300}})"),
+       "block_configs[0].ffn.ffn_mult = 1e+300 is implausibly large"},
+      {nemotron_with_block("{" + good_attention + R"(, "ffn": {"ffn_mult": 1, "fused_from": 3}})"),
+       "block_configs[0].ffn.fused_from must be a list of block ids, got number"},
+      {nemotron_with_block("{" + good_attention +
+                           R"(, "ffn": {"ffn_mult": 1, "fused_from": [1, -2]}})"),
+       "block_configs[0].ffn.fused_from[1] = -2 is out of range"},
+      {nemotron_with_block("{" + good_attention +
+                           R"(, "ffn": {"no_op": true, "ffn_norm_folded": true}})"),
+       "block 0: fused_from / ffn_norm_folded are only meaningful for a SwiGLU FFN"},
+      {nemotron_with_block("{" + good_attention + ", " + good_ffn + "}", 5),
+       "config.json: num_hidden_layers = 5 but block_configs has 1 entries"},
+  };
+  for (const BadConfig& c : cases) {
+    SCOPED_TRACE(c.text);
+    try {
+      parse_hf_config(c.text, "config.json");
+      ADD_FAILURE() << "no error; expected: " << c.expected;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr(c.expected));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace parafuse
