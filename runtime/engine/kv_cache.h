@@ -1,0 +1,55 @@
+// The paged KV cache of one rank: for every attention block this rank owns, a key pool and a
+// value pool of `n_slots = n_pages * page_size` rows of (local kv heads * head_dim), plus one
+// page table per sequence (the vLLM PagedAttention layout). Attention-free blocks own no
+// cache at all, which is where Nemotron-NAS saves most of its memory.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "kernels/backend.h"
+
+namespace parafuse {
+
+class PagedKvCache {
+ public:
+  // kv_widths[i] = local kv heads * head_dim of the i-th attention block this rank owns.
+  PagedKvCache(Backend& backend, const std::vector<int64_t>& kv_widths, int64_t max_tokens,
+               int64_t page_size);
+
+  int64_t page_size() const { return page_size_; }
+  int64_t capacity_tokens() const { return n_pages_ * page_size_; }
+  int64_t free_pages() const { return int64_t(free_pages_.size()); }
+  size_t bytes() const;
+
+  // Sequences are named by the caller's id. add() starts an empty one.
+  void add(int seq);
+  void remove(int seq);
+  bool contains(int seq) const { return seqs_.count(seq) != 0; }
+  int64_t length(int seq) const;  // tokens cached so far
+  // Makes room for `n_new` more tokens of `seq` (throws when the cache is full, saying how
+  // big it is and how to grow it) and returns the page table covering them.
+  const int32_t* reserve(int seq, int64_t n_new);
+  // Marks `n_new` reserved tokens as written (after the forward pass succeeded).
+  void commit(int seq, int64_t n_new);
+  const int32_t* page_table(int seq) const;
+
+  const Tensor& keys(int layer) const { return keys_[layer]; }  // (n_slots, kv width)
+  const Tensor& values(int layer) const { return values_[layer]; }
+
+ private:
+  struct Seq {
+    std::vector<int32_t> pages;
+    int64_t length = 0;
+  };
+  int64_t page_size_;
+  int64_t n_pages_;
+  std::vector<Buffer> buffers_;
+  std::vector<Tensor> keys_;
+  std::vector<Tensor> values_;
+  std::vector<int32_t> free_pages_;
+  std::map<int, Seq> seqs_;
+};
+
+}  // namespace parafuse

@@ -1,0 +1,262 @@
+// Stage: loading this rank's weight shards and running its blocks. See stage.h.
+#include "runtime/engine/stage.h"
+
+#include <cmath>
+
+#include "kernels/core/error.h"
+#include "parallel/collectives.h"
+#include "runtime/engine/kv_cache.h"
+
+namespace parafuse {
+namespace {
+
+// Scratch slots reused by every block (see Stage::scratch).
+enum Slot { kNorm, kQkv, kAttnOut, kProj, kGateUp, kAct, kSlotCount };
+
+int64_t even_begin(int64_t n, int rank, int size) { return n * rank / size; }
+
+}  // namespace
+
+BlockShard shard_block(const ModelConfig& config, int block, ShardSpec shard) {
+  const BlockConfig& b = config.blocks.at(size_t(block));
+  const int tp = shard.size, r = shard.rank;
+  BlockShard s;
+  if (b.attention == AttentionKind::Full) {
+    PF_CHECK(config.n_heads % tp == 0,
+             "block {}: {} query heads do not split evenly over tp={} (choose a tp that divides {})",
+             block, config.n_heads, tp, config.n_heads);
+    s.n_heads = config.n_heads / tp;
+    s.head_begin = r * s.n_heads;
+    if (b.n_kv_heads >= tp) {
+      PF_CHECK(b.n_kv_heads % tp == 0,
+               "block {}: {} kv heads do not split evenly over tp={}", block, b.n_kv_heads, tp);
+      s.n_kv_heads = b.n_kv_heads / tp;
+      s.kv_head_begin = r * s.n_kv_heads;
+    } else {
+      // Fewer kv heads than ranks: each rank holds (a replica of) the one its heads use.
+      PF_CHECK(tp % b.n_kv_heads == 0,
+               "block {}: {} kv heads cannot be replicated evenly over tp={} (tp must be a "
+               "multiple of the kv head count)",
+               block, b.n_kv_heads, tp);
+      s.n_kv_heads = 1;
+      s.kv_head_begin = r / (tp / b.n_kv_heads);
+    }
+  }
+  if (b.attention == AttentionKind::Linear || b.ffn == FfnKind::Linear) {
+    s.linear_begin = even_begin(config.hidden_size, r, tp);
+    s.linear_size = even_begin(config.hidden_size, r + 1, tp) - s.linear_begin;
+  }
+  if (b.ffn == FfnKind::SwiGlu) {
+    // Uneven widths are exact: the row-parallel down projection sums partial products.
+    s.ffn_begin = even_begin(b.intermediate_size, r, tp);
+    s.ffn_size = even_begin(b.intermediate_size, r + 1, tp) - s.ffn_begin;
+  }
+  return s;
+}
+
+size_t Stage::weight_bytes(const ModelConfig& config, int first, int last, ShardSpec shard) {
+  const int64_t H = config.hidden_size, hd = config.head_dim;
+  size_t floats = 0;
+  for (int i = first; i < last; ++i) {
+    const BlockConfig& b = config.blocks[size_t(i)];
+    const BlockShard s = shard_block(config, i, shard);
+    if (b.attention != AttentionKind::None) floats += size_t(H);
+    if (b.attention == AttentionKind::Full)
+      floats += size_t((s.n_heads + 2 * s.n_kv_heads) * hd * H + H * s.n_heads * hd);
+    if (b.attention == AttentionKind::Linear) floats += size_t(H * s.linear_size);
+    if (b.ffn != FfnKind::None && !b.ffn_norm_folded) floats += size_t(H);
+    if (b.ffn == FfnKind::SwiGlu) floats += size_t(3 * s.ffn_size * H);
+    if (b.ffn == FfnKind::Linear) floats += size_t(H * s.linear_size);
+  }
+  return floats * sizeof(float);
+}
+
+Stage::Stage(const ModelConfig& config, const WeightSource& weights, Backend& backend, int first,
+             int last, ShardSpec shard, Collectives* tp_comm, const LoadProgress& progress,
+             size_t* done_bytes, size_t total_bytes)
+    : config_(config),
+      backend_(backend),
+      first_(first),
+      last_(last),
+      shard_(shard),
+      tp_comm_(tp_comm),
+      scratch_buffers_(kSlotCount),
+      scratch_bytes_(kSlotCount, 0) {
+  PF_CHECK(0 <= first && first <= last && last <= config.n_blocks(),
+           "stage blocks [{}, {}) outside the model's {} blocks", first, last, config.n_blocks());
+  PF_CHECK(shard.size == 1 || tp_comm != nullptr, "tp={} needs a TP communicator", shard.size);
+  const int64_t H = config.hidden_size, hd = config.head_dim;
+  auto read = [&](const std::string& name, Range rows, Range cols, float* out, size_t n) {
+    weights.read_f32(name, rows, cols, out);
+    if (done_bytes) {
+      *done_bytes += n * sizeof(float);
+      if (progress) progress(*done_bytes, total_bytes);
+    }
+  };
+  auto load = [&](const std::string& name, Range rows, Range cols, int64_t n_rows,
+                  int64_t n_cols) {
+    std::vector<float> host(size_t(n_rows * n_cols));
+    read(name, rows, cols, host.data(), host.size());
+    return upload(host, n_rows, n_cols);
+  };
+  auto check_shape = [&](const std::string& name, std::vector<int64_t> shape) {
+    const TensorInfo info = weights.info(name);
+    PF_CHECK(info.shape == shape, "{}: tensor {} has shape [{}], the config implies [{}]",
+             weights.description(), name, fmt::join(info.shape, ", "), fmt::join(shape, ", "));
+  };
+
+  std::vector<float> inv_freq = rope_inv_freq(config);
+  inv_freq_ = backend.alloc_tensor(inv_freq_buffer_, DType::F32, 1, int64_t(inv_freq.size()));
+  backend.upload_f32(inv_freq.data(), inv_freq_);
+
+  int kv_layer = 0;
+  for (int i = first; i < last; ++i) {
+    BlockWeights bw;
+    bw.index = i;
+    bw.config = config.blocks[size_t(i)];
+    bw.shard = shard_block(config, i, shard);
+    const BlockShard& s = bw.shard;
+    auto name = [&](const char* suffix) { return block_tensor_name(i, suffix); };
+    if (bw.config.attention != AttentionKind::None) {
+      check_shape(name("input_layernorm.weight"), {H});
+      bw.attn_norm = load(name("input_layernorm.weight"), {}, {}, 1, H);
+    }
+    if (bw.config.attention == AttentionKind::Full) {
+      const int64_t nkv = bw.config.n_kv_heads;
+      check_shape(name("self_attn.q_proj.weight"), {config.n_heads * hd, H});
+      check_shape(name("self_attn.k_proj.weight"), {nkv * hd, H});
+      check_shape(name("self_attn.v_proj.weight"), {nkv * hd, H});
+      check_shape(name("self_attn.o_proj.weight"), {H, config.n_heads * hd});
+      const int64_t q_rows = s.n_heads * hd, kv_rows = s.n_kv_heads * hd;
+      std::vector<float> host(size_t((q_rows + 2 * kv_rows) * H));
+      const int64_t q0 = s.head_begin * hd, kv0 = s.kv_head_begin * hd;
+      read(name("self_attn.q_proj.weight"), {q0, q0 + q_rows}, {}, host.data(),
+           size_t(q_rows * H));
+      read(name("self_attn.k_proj.weight"), {kv0, kv0 + kv_rows}, {}, host.data() + q_rows * H,
+           size_t(kv_rows * H));
+      read(name("self_attn.v_proj.weight"), {kv0, kv0 + kv_rows}, {},
+           host.data() + (q_rows + kv_rows) * H, size_t(kv_rows * H));
+      bw.qkv = upload(host, q_rows + 2 * kv_rows, H);
+      bw.o_proj = load(name("self_attn.o_proj.weight"), {}, {q0, q0 + q_rows}, H, q_rows);
+      bw.kv_layer = kv_layer++;
+    } else if (bw.config.attention == AttentionKind::Linear) {
+      check_shape(name("self_attn.linear_attn.weight"), {H, H});
+      bw.attn_linear = load(name("self_attn.linear_attn.weight"), {},
+                            {s.linear_begin, s.linear_begin + s.linear_size}, H, s.linear_size);
+    }
+    if (bw.config.ffn != FfnKind::None && !bw.config.ffn_norm_folded) {
+      check_shape(name("post_attention_layernorm.weight"), {H});
+      bw.ffn_norm = load(name("post_attention_layernorm.weight"), {}, {}, 1, H);
+    }
+    if (bw.config.ffn == FfnKind::SwiGlu) {
+      const int64_t I = bw.config.intermediate_size, f0 = s.ffn_begin, f = s.ffn_size;
+      check_shape(name("mlp.gate_proj.weight"), {I, H});
+      check_shape(name("mlp.up_proj.weight"), {I, H});
+      check_shape(name("mlp.down_proj.weight"), {H, I});
+      std::vector<float> host(size_t(2 * f * H));
+      read(name("mlp.gate_proj.weight"), {f0, f0 + f}, {}, host.data(), size_t(f * H));
+      read(name("mlp.up_proj.weight"), {f0, f0 + f}, {}, host.data() + f * H, size_t(f * H));
+      bw.gate_up = upload(host, 2 * f, H);
+      bw.down = load(name("mlp.down_proj.weight"), {}, {f0, f0 + f}, H, f);
+    } else if (bw.config.ffn == FfnKind::Linear) {
+      check_shape(name("mlp.linear_mlp.weight"), {H, H});
+      bw.ffn_linear = load(name("mlp.linear_mlp.weight"), {},
+                           {s.linear_begin, s.linear_begin + s.linear_size}, H, s.linear_size);
+    }
+    blocks_.push_back(std::move(bw));
+  }
+}
+
+std::vector<int64_t> Stage::kv_widths() const {
+  std::vector<int64_t> widths;
+  for (const auto& b : blocks_)
+    if (b.kv_layer >= 0) widths.push_back(int64_t(b.shard.n_kv_heads) * config_.head_dim);
+  return widths;
+}
+
+Tensor Stage::upload(const std::vector<float>& host, int64_t rows, int64_t cols) {
+  weight_buffers_.emplace_back();
+  Tensor t = backend_.alloc_tensor(weight_buffers_.back(), backend_.weight_dtype(), rows, cols);
+  backend_.upload_f32(host.data(), t);
+  return t;
+}
+
+Tensor Stage::scratch(int slot, int64_t rows, int64_t cols) {
+  const DType dt = backend_.activation_dtype();
+  const size_t need = size_t(rows * cols) * dtype_size(dt);
+  if (scratch_bytes_[size_t(slot)] < need) {
+    scratch_buffers_[size_t(slot)] = backend_.alloc(need);
+    scratch_bytes_[size_t(slot)] = need;
+  }
+  return Tensor{scratch_buffers_[size_t(slot)].data(), dt, rows, cols, cols};
+}
+
+void Stage::all_reduce(const Tensor& t) {
+  if (shard_.size > 1) tp_comm_->all_reduce_sum(t);
+}
+
+void Stage::forward(const Tensor& hidden, const StepInputs& in) {
+  for (const auto& b : blocks_) {
+    forward_attention(b, hidden, in);
+    forward_ffn(b, hidden);
+  }
+}
+
+void Stage::forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in) {
+  if (b.config.attention == AttentionKind::None) return;
+  const int64_t m = hidden.rows, H = config_.hidden_size;
+  const float eps = float(config_.rms_norm_eps);
+  Tensor norm = scratch(kNorm, m, H);
+  backend_.rmsnorm(hidden, b.attn_norm, eps, norm);
+  Tensor proj = scratch(kProj, m, H);
+  if (b.config.attention == AttentionKind::Linear) {
+    backend_.gemm(norm.cols_view(b.shard.linear_begin, b.shard.linear_begin + b.shard.linear_size),
+                  b.attn_linear, proj);
+  } else {
+    const int hd = config_.head_dim;
+    const int64_t q_cols = int64_t(b.shard.n_heads) * hd, kv_cols = int64_t(b.shard.n_kv_heads) * hd;
+    Tensor qkv = scratch(kQkv, m, q_cols + 2 * kv_cols);
+    backend_.gemm(norm, b.qkv, qkv);
+    Tensor q = qkv.cols_view(0, q_cols);
+    Tensor k = qkv.cols_view(q_cols, q_cols + kv_cols);
+    Tensor v = qkv.cols_view(q_cols + kv_cols, q_cols + 2 * kv_cols);
+    backend_.rope(q, in.positions, inv_freq_, b.shard.n_heads, hd);
+    backend_.rope(k, in.positions, inv_freq_, b.shard.n_kv_heads, hd);
+    const Tensor& k_cache = in.kv_cache->keys(b.kv_layer);
+    const Tensor& v_cache = in.kv_cache->values(b.kv_layer);
+    backend_.kv_store(k, v, k_cache, v_cache, *in.batch);
+    Tensor attn = scratch(kAttnOut, m, q_cols);
+    AttentionShape shape{b.shard.n_heads, b.shard.n_kv_heads, hd, 1.0f / std::sqrt(float(hd))};
+    backend_.attention(q, k_cache, v_cache, *in.batch, shape, attn);
+    backend_.gemm(attn, b.o_proj, proj);
+  }
+  all_reduce(proj);
+  backend_.add(hidden, proj, hidden);
+}
+
+void Stage::ffn_output(const BlockWeights& b, const Tensor& hidden, const Tensor& out) {
+  const int64_t m = hidden.rows, H = config_.hidden_size;
+  Tensor norm = scratch(kNorm, m, H);
+  backend_.rmsnorm(hidden, b.ffn_norm, float(config_.rms_norm_eps), norm);
+  if (b.config.ffn == FfnKind::Linear) {
+    backend_.gemm(norm.cols_view(b.shard.linear_begin, b.shard.linear_begin + b.shard.linear_size),
+                  b.ffn_linear, out);
+  } else {
+    const int64_t f = b.shard.ffn_size;
+    Tensor gate_up = scratch(kGateUp, m, 2 * f);
+    backend_.gemm(norm, b.gate_up, gate_up);
+    Tensor act = scratch(kAct, m, f);
+    backend_.swiglu(gate_up.cols_view(0, f), gate_up.cols_view(f, 2 * f), act);
+    backend_.gemm(act, b.down, out);
+  }
+  all_reduce(out);
+}
+
+void Stage::forward_ffn(const BlockWeights& b, const Tensor& hidden) {
+  if (b.config.ffn == FfnKind::None) return;
+  Tensor proj = scratch(kProj, hidden.rows, config_.hidden_size);
+  ffn_output(b, hidden, proj);
+  backend_.add(hidden, proj, hidden);
+}
+
+}  // namespace parafuse

@@ -1,0 +1,107 @@
+// A Stage is the run of blocks one rank owns (its pipeline slice) with its tensor-parallel
+// shard of their weights, resident on the rank's Backend, and their forward pass.
+//
+// Weights are laid out for few, large GEMMs: q, k and v of a block are one (q+k+v rows, H)
+// matrix and gate and up one (2*I, H) matrix, so an attention block is 2 GEMMs plus attention
+// and an FFN block 2 GEMMs plus SwiGLU. Megatron TP: the fused QKV and gate/up are
+// column-parallel (this rank's heads / intermediate slice), o_proj and down_proj row-parallel,
+// followed by one all-reduce each. `ShardSpec` says which slice this rank holds.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/weight_source.h"
+
+namespace parafuse {
+
+class PagedKvCache;
+class Collectives;
+
+struct ShardSpec {
+  int rank = 0;  // tensor-parallel rank
+  int size = 1;  // tensor-parallel size
+};
+
+// Bytes loaded so far and in all; called as weights arrive (for a progress bar).
+using LoadProgress = std::function<void(size_t done_bytes, size_t total_bytes)>;
+
+// Which heads / kv heads / FFN columns a TP rank holds for one block, with the checks that
+// make an uneven split an error naming the block instead of a silently wrong answer.
+struct BlockShard {
+  int head_begin = 0, n_heads = 0;       // query heads of this rank
+  int kv_head_begin = 0, n_kv_heads = 0;  // kv heads this rank holds (replicated if few)
+  int64_t ffn_begin = 0, ffn_size = 0;    // intermediate columns of this rank
+  int64_t linear_begin = 0, linear_size = 0;  // input columns of a linear replacement
+};
+BlockShard shard_block(const ModelConfig& config, int block, ShardSpec shard);
+
+struct BlockWeights {
+  int index = 0;  // block id in the model
+  BlockConfig config;
+  BlockShard shard;
+  int kv_layer = -1;  // index into the KV cache, Full attention only
+  Tensor attn_norm;   // (1, H)
+  Tensor qkv;         // ((n_heads + 2 n_kv_heads) * head_dim, H)
+  Tensor o_proj;      // (H, n_heads * head_dim)
+  Tensor attn_linear; // (H, linear_size): this rank's input columns
+  Tensor ffn_norm;    // (1, H); empty when folded into gate_up
+  Tensor gate_up;     // (2 * ffn_size, H): gate rows then up rows
+  Tensor down;        // (H, ffn_size)
+  Tensor ffn_linear;  // (H, linear_size)
+};
+
+// What one forward pass over a batch needs besides the hidden states.
+struct StepInputs {
+  const AttentionBatch* batch = nullptr;
+  Tensor positions;  // (m, 1) I32
+  PagedKvCache* kv_cache = nullptr;
+};
+
+class Stage {
+ public:
+  // Blocks [first, last) of `config`, this rank's `shard` of them.
+  Stage(const ModelConfig& config, const WeightSource& weights, Backend& backend, int first,
+        int last, ShardSpec shard, Collectives* tp_comm, const LoadProgress& progress,
+        size_t* done_bytes, size_t total_bytes);
+
+  int first_block() const { return first_; }
+  int last_block() const { return last_; }
+  const std::vector<BlockWeights>& blocks() const { return blocks_; }
+  // local kv width of each attention block, in order (to size the KV cache)
+  std::vector<int64_t> kv_widths() const;
+  // Bytes of weights this stage will load (for the progress bar total).
+  static size_t weight_bytes(const ModelConfig& config, int first, int last, ShardSpec shard);
+
+  // hidden (m, H) is updated in place through every block of the stage.
+  void forward(const Tensor& hidden, const StepInputs& in);
+
+  // One block; exposed for analysis (runtime/fusion), which runs blocks one at a time.
+  void forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in);
+  void forward_ffn(const BlockWeights& b, const Tensor& hidden);
+  // The FFN sublayer's output (m, H) without the residual add, after the TP all-reduce.
+  void ffn_output(const BlockWeights& b, const Tensor& hidden, const Tensor& out);
+
+ private:
+  Tensor scratch(int slot, int64_t rows, int64_t cols);
+  Tensor upload(const std::vector<float>& host, int64_t rows, int64_t cols);
+  void all_reduce(const Tensor& t);
+
+  const ModelConfig& config_;
+  Backend& backend_;
+  int first_, last_;
+  ShardSpec shard_;
+  Collectives* tp_comm_;
+  std::vector<BlockWeights> blocks_;
+  std::vector<Buffer> weight_buffers_;
+  Buffer inv_freq_buffer_;
+  Tensor inv_freq_;  // (1, head_dim/2)
+  std::vector<Buffer> scratch_buffers_;
+  std::vector<size_t> scratch_bytes_;
+};
+
+}  // namespace parafuse
