@@ -1,0 +1,112 @@
+// Prefill and decode throughput of one model on one rank: tokens/s for a prompt of P tokens
+// (one forward, chunked by --max-batch-tokens) and for batch-1 decode, each the median of
+// --reps runs after one warm-up. Prints a table and writes JSON (--json).
+//
+//   build/bench_tokens                          SmolLM2-135M, 1 thread, 512-token prefill
+//   build/bench_tokens -m synthetic:CFG.json --threads 2 --json out.json
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "kernels/core/error.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/model_files.h"
+
+using namespace parafuse;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  int threads = 1, prefill = 512, decode = 64, reps = 3;
+  int64_t max_batch_tokens = 512;
+  std::string json_path;
+  CLI::App app{"parafuse prefill/decode throughput on one rank (CPU backend)"};
+  app.add_option("-m,--model", model, "Model path (see parafuse generate --help)")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "BLAS threads")->capture_default_str();
+  app.add_option("--prefill", prefill, "Prompt tokens")->capture_default_str();
+  app.add_option("--decode", decode, "Decode steps at batch 1")->capture_default_str();
+  app.add_option("--reps", reps, "Timed repetitions (median reported)")->capture_default_str();
+  app.add_option("--max-batch-tokens", max_batch_tokens, "Rows per forward")
+      ->capture_default_str();
+  app.add_option("--json", json_path, "Write results as JSON here");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    ModelFiles m = open_model(model);
+    auto backend = make_cpu_backend(threads);
+    EngineOptions eo;
+    eo.kv_cache_tokens = prefill + decode + 16;
+    eo.max_batch_tokens = max_batch_tokens;
+    Engine engine(m.config, *m.weights, *backend, eo);
+    std::vector<int32_t> prompt(static_cast<size_t>(prefill));
+    for (int i = 0; i < prefill; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % m.config.vocab_size);
+
+    std::vector<double> prefill_s, decode_s;
+    for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+      engine.add_sequence(0);
+      double t0 = now();
+      for (int b = 0; b < prefill; b += int(max_batch_tokens)) {
+        const int n = std::min(prefill - b, int(max_batch_tokens));
+        SeqTokens s{0, std::span<const int32_t>(prompt).subspan(size_t(b), size_t(n)), false};
+        engine.forward(std::span<const SeqTokens>(&s, 1));
+      }
+      backend->synchronize();
+      const double t_prefill = now() - t0;
+      t0 = now();
+      int32_t token = 1;
+      for (int i = 0; i < decode; ++i) {
+        SeqTokens s{0, std::span<const int32_t>(&token, 1), false};
+        Tensor logits = engine.forward(std::span<const SeqTokens>(&s, 1));
+        SamplingParams greedy;
+        token = engine.sample(logits, std::span<const SamplingParams>(&greedy, 1))[0];
+      }
+      const double t_decode = now() - t0;
+      engine.remove_sequence(0);
+      if (rep > 0) {
+        prefill_s.push_back(t_prefill);
+        decode_s.push_back(t_decode);
+      }
+    }
+    const double p = median(prefill_s), d = median(decode_s);
+    fmt::print("model     {}\n", model);
+    fmt::print("backend   {} ({} thread{})\n", backend->name(), threads, threads == 1 ? "" : "s");
+    fmt::print("{:<10} {:>8} {:>12} {:>12}\n", "phase", "tokens", "seconds", "tokens/s");
+    fmt::print("{:<10} {:>8} {:>12.4f} {:>12.1f}\n", "prefill", prefill, p, prefill / p);
+    fmt::print("{:<10} {:>8} {:>12.4f} {:>12.1f}\n", "decode", decode, d, decode / d);
+    if (!json_path.empty()) {
+      nlohmann::json j = {{"benchmark", "bench_tokens"},
+                          {"model", model},
+                          {"backend", std::string(backend->name())},
+                          {"threads", threads},
+                          {"reps", reps},
+                          {"prefill", {{"tokens", prefill}, {"seconds_median", p},
+                                       {"tokens_per_s", prefill / p}, {"seconds_all", prefill_s}}},
+                          {"decode", {{"tokens", decode}, {"batch", 1}, {"seconds_median", d},
+                                      {"tokens_per_s", decode / d}, {"seconds_all", decode_s}}}};
+      std::ofstream(json_path) << j.dump(2) << "\n";
+      fmt::print("wrote {}\n", json_path);
+    }
+  } catch (const Error& e) {
+    fmt::print(stderr, "bench_tokens: error: {} ({})\n", e.what(), e.where());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,83 @@
+// The parafuse executable: one binary, launched alone or by mpirun/srun (one rank per GPU or
+// CPU slot). main() is the only place that turns an Error into an exit code:
+//   - a setup error every rank agreed on (bad config, split that does not fit, missing file):
+//     rank 0 prints one line, every rank exits 1;
+//   - any other error: the failing rank prints it with its rank, then MPI_Abort ends the job
+//     on every rank within seconds.
+#include <cstdio>
+#include <cstdlib>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "kernels/core/error.h"
+#include "launcher/commands.h"
+#include "launcher/session.h"
+#include "parallel/mpi_comm.h"
+
+namespace {
+
+// Launched by mpirun or srun (or any PMI/PMIx launcher)?
+bool under_mpi_launcher() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+    if (std::getenv(var)) return true;
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace parafuse;
+  CLI::App app{
+      "parafuse: run Llama / Nemotron-NAS models on one process or across ranks (mpirun/srun, "
+      "tensor x pipeline parallel), with FFN Fusion.\n"
+      "Run `parafuse <command> --help` for a command's options."};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  const std::vector<std::pair<std::string, Command>> commands = {
+      {"generate", add_generate_command(app)},
+      {"eval-ppl", add_eval_ppl_command(app)},
+  };
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  auto logger = spdlog::stderr_color_mt("parafuse");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  std::unique_ptr<MpiSession> mpi;
+  LaunchContext launch;
+  int rank = 0;
+  try {
+    if (under_mpi_launcher()) {
+      mpi = std::make_unique<MpiSession>(&argc, &argv);
+      launch.mpi = mpi.get();
+      rank = mpi->rank();
+      if (rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the job
+    }
+    for (const auto& [name, run] : commands)
+      if (app.got_subcommand(name)) return run(launch);
+  } catch (const SetupError& e) {
+    if (rank == 0) fmt::print(stderr, "parafuse: error: {}\n", e.what());
+    return 1;
+  } catch (const Error& e) {
+    fmt::print(stderr, "parafuse: error: {} ({})\n", e.what(), e.where());
+    std::fflush(stderr);
+    if (mpi && mpi->size() > 1) MpiSession::abort(1);
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "parafuse: error on rank {}: {}\n", rank, e.what());
+    std::fflush(stderr);
+    if (mpi && mpi->size() > 1) MpiSession::abort(1);
+    return 1;
+  }
+  return 1;
+}

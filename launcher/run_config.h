@@ -1,0 +1,108 @@
+// The run config: everything a `parafuse` run needs besides the prompt, in one struct.
+//
+// It comes from a YAML file (--config), from command-line flags, or both: the file is read
+// first, then every flag that was given overrides its key, so a run needs no YAML at all and a
+// shared config can be tweaked per run. The YAML reader is strict on purpose: a typo in a key
+// ("tpp:") or a value of the wrong type is an error naming the file, the 1-based line and the
+// key, never a silently ignored setting on a 64-rank job. configs/README.md lists every key.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace parafuse {
+
+struct RunConfig {
+  std::string model;  // HF folder, .gguf file, or synthetic:CONFIG.json[@SEED]; required
+
+  // parallel.*
+  int tp = 1;                     // tensor-parallel ranks per pipeline stage
+  int pp = 1;                     // pipeline stages
+  std::string transport = "mpi";  // stage-to-stage activations: mpi | ucx
+  // First block of each stage, e.g. {0, 10, 22} for pp = 3; empty: balanced by block cost.
+  // Checked here: size == pp, starts at 0, strictly increasing. The engine checks each entry
+  // against the model's block count.
+  std::vector<int> pp_split;
+
+  std::string backend = "cpu";  // cpu | cuda
+  std::string dtype = "auto";   // auto | f32 | bf16
+  int threads = 0;              // BLAS threads per rank; 0: auto
+
+  struct Batch {
+    int64_t max_batch_tokens = 512;  // most tokens in one forward pass
+    int max_sequences = 16;          // most sequences decoded together
+    int64_t kv_cache_tokens = 4096;  // KV cache capacity per rank, in tokens
+    int64_t page_size = 16;          // tokens per KV cache page
+    int micro_batches = 0;           // pipeline micro-batches in flight; 0: auto
+  } batch;
+
+  struct Sampling {
+    float temperature = 0;  // 0: greedy
+    int top_k = 0;          // 0: off
+    float top_p = 1;        // 1: off
+    uint64_t seed = 0;
+    int max_tokens = 128;
+  } sampling;
+
+  struct Timeouts {
+    double collective_seconds = 60;  // one all-reduce / all-gather / broadcast / barrier
+    double transport_seconds = 60;   // one stage-to-stage send or receive
+  } timeouts;
+
+  struct Serve {
+    std::string host = "127.0.0.1";
+    int port = 8000;
+  } serve;
+
+  // Where the values came from, for logs: "configs/x.yaml", "command line", or
+  // "configs/x.yaml + command line".
+  std::string source;
+};
+
+// Reads and checks a YAML run config. Throws parafuse::Error naming the file and line.
+RunConfig load_run_config(const std::string& path);
+
+// The same for YAML text; `origin` names it in messages ("configs/x.yaml", "<test>").
+// Empty text (or only comments) is a valid all-defaults config.
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& origin);
+
+// Cross-key checks that hold for any finished config (pp_split against pp); parse_run_config
+// and resolve_run_config call it. Throws parafuse::Error.
+void check_run_config(const RunConfig& config);
+
+// The command-line flags of a run config. An empty optional means "flag not given": the
+// value comes from --config, or the default.
+struct RunConfigOverrides {
+  std::optional<std::string> config_path;    // --config
+  std::optional<std::string> model;          // -m, --model
+  std::optional<int> tp;                     // --tp
+  std::optional<int> pp;                     // --pp
+  std::optional<std::string> transport;      // --transport
+  std::optional<std::string> backend;        // --backend
+  std::optional<std::string> dtype;          // --dtype
+  std::optional<int> threads;                // --threads
+  std::optional<int64_t> kv_cache_tokens;    // --kv-cache-tokens
+  std::optional<int64_t> max_batch_tokens;   // --max-batch-tokens
+  std::optional<int> micro_batches;          // --micro-batches
+  std::optional<std::vector<int>> pp_split;  // --pp-split 0,10,22
+  std::optional<double> collective_timeout;  // --collective-timeout SECONDS
+  std::optional<double> transport_timeout;   // --transport-timeout SECONDS
+};
+
+// Registers the flags above on `cmd`; bad values fail in CLI::App::parse (CLI::ParseError).
+// `o` must outlive the parse.
+void add_run_config_options(CLI::App& cmd, RunConfigOverrides& o);
+
+// The file when --config was given (else the defaults), each given flag on top, then the
+// final checks: a model must be set, pp_split must match pp. Throws parafuse::Error.
+RunConfig resolve_run_config(const RunConfigOverrides& o);
+
+// "--pp-split" text to block indices: "0,10,22" -> {0, 10, 22}. Throws parafuse::Error naming
+// the bad item; the order checks are check_run_config's.
+std::vector<int> parse_pp_split_list(const std::string& text);
+
+}  // namespace parafuse
