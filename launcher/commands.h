@@ -21,5 +21,9 @@ using Command = std::function<int(LaunchContext&)>;
 
 Command add_generate_command(CLI::App& app);
 Command add_eval_ppl_command(CLI::App& app);
+Command add_analyze_command(CLI::App& app);  // cmd_analyze.cpp (FFN Fusion)
+Command add_plan_command(CLI::App& app);     // cmd_plan.cpp (FFN Fusion)
+Command add_bench_command(CLI::App& app);
+Command add_fuse_command(CLI::App& app);  // cmd_fuse.cpp (FFN Fusion)
 
 }  // namespace parafuse

@@ -42,6 +42,10 @@ int main(int argc, char** argv) {
   const std::vector<std::pair<std::string, Command>> commands = {
       {"generate", add_generate_command(app)},
       {"eval-ppl", add_eval_ppl_command(app)},
+      {"analyze", add_analyze_command(app)},
+      {"plan", add_plan_command(app)},
+      {"fuse", add_fuse_command(app)},
+      {"bench", add_bench_command(app)},
   };
   try {
     app.parse(argc, argv);

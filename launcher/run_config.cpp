@@ -290,6 +290,8 @@ RunConfig read_document(const YAML::Node& root, const std::string& origin) {
       {"backend", [&](const YamlValue& v) { c.backend = v.choice(kBackends); }},
       {"dtype", [&](const YamlValue& v) { c.dtype = v.choice(kDtypes); }},
       {"threads", [&](const YamlValue& v) { c.threads = int(v.integer(kNonNegativeInt)); }},
+      {"fusion_plan",
+       [&](const YamlValue& v) { c.fusion_plan = v.text("a fusion plan file (parafuse plan)"); }},
       {"batch", section("batch", batch)},
       {"sampling", section("sampling", sampling)},
       {"timeouts", section("timeouts", timeouts)},
@@ -472,6 +474,9 @@ void add_run_config_options(CLI::App& cmd, RunConfigOverrides& o) {
                  "per rank under mpirun/srun")
       ->default_str(shown(d.threads))
       ->check(int_flag(kNonNegativeInt));
+  cmd.add_option("--fusion-plan", o.fusion_plan,
+                 "Run the unfused model in parallel-FFN mode as this fusion plan says (fusion_plan): "
+                 "each group's FFNs read the group's input, one all-reduce per group");
   cmd.add_option("--kv-cache-tokens", o.kv_cache_tokens,
                  "KV cache capacity per rank in tokens (batch.kv_cache_tokens)")
       ->default_str(shown(d.batch.kv_cache_tokens))
@@ -516,6 +521,7 @@ RunConfig resolve_run_config(const RunConfigOverrides& o) {
   apply(o.backend, c.backend);
   apply(o.dtype, c.dtype);
   apply(o.threads, c.threads);
+  apply(o.fusion_plan, c.fusion_plan);
   apply(o.kv_cache_tokens, c.batch.kv_cache_tokens);
   apply(o.max_batch_tokens, c.batch.max_batch_tokens);
   apply(o.micro_batches, c.batch.micro_batches);

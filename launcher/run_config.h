@@ -31,6 +31,8 @@ struct RunConfig {
   std::string backend = "cpu";  // cpu | cuda
   std::string dtype = "auto";   // auto | f32 | bf16
   int threads = 0;              // BLAS threads per rank; 0: auto
+  // A fusion plan (parafuse plan) to run the unfused model in parallel-FFN mode; empty: none.
+  std::string fusion_plan;
 
   struct Batch {
     int64_t max_batch_tokens = 512;  // most tokens in one forward pass
@@ -85,6 +87,7 @@ struct RunConfigOverrides {
   std::optional<std::string> backend;        // --backend
   std::optional<std::string> dtype;          // --dtype
   std::optional<int> threads;                // --threads
+  std::optional<std::string> fusion_plan;    // --fusion-plan
   std::optional<int64_t> kv_cache_tokens;    // --kv-cache-tokens
   std::optional<int64_t> max_batch_tokens;   // --max-batch-tokens
   std::optional<int> micro_batches;          // --micro-batches

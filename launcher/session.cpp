@@ -8,10 +8,14 @@
 
 #include "kernels/core/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#if defined(PARAFUSE_HAS_CUDA)
+#include "kernels/cuda/cuda_backend.h"
+#endif
 #include "launcher/progress_bar.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/process_grid.h"
 #include "parallel/transport.h"
+#include "runtime/fusion/fusion_plan.h"
 
 namespace parafuse {
 namespace {
@@ -21,8 +25,25 @@ std::chrono::milliseconds to_ms(double seconds) {
 }
 
 std::unique_ptr<Backend> make_backend(const RunConfig& run) {
+#if defined(PARAFUSE_HAS_CUDA)
+  if (run.backend == "cuda") {
+    PF_CHECK(run.dtype == "auto" || run.dtype == "bf16",
+             "dtype '{}' is not supported by the cuda backend (use bf16 or auto)", run.dtype);
+    std::string why;
+    const int devices = cuda_device_count(&why);
+    PF_CHECK(devices > 0, "backend 'cuda': no CUDA device: {}", why);
+    CudaBackendOptions options;
+    options.device = local_rank_from_environment().rank % devices;  // one GPU per local rank
+    return make_cuda_backend(options);
+  }
   PF_CHECK(run.backend == "cpu",
-           "backend '{}' is not available in this build (built backends: cpu)", run.backend);
+           "backend '{}' is not available in this build (built backends: cpu, cuda)", run.backend);
+#else
+  PF_CHECK(run.backend == "cpu",
+           "backend '{}' is not available in this build (built backends: cpu; configure with "
+           "-DPARAFUSE_CUDA=ON for cuda)",
+           run.backend);
+#endif
   PF_CHECK(run.dtype == "auto" || run.dtype == "f32",
            "dtype '{}' is not supported by the cpu backend (use f32 or auto)", run.dtype);
   return make_cpu_backend(resolve_threads(run.threads));
@@ -113,7 +134,7 @@ Session open_session(const RunConfigOverrides& overrides, LaunchContext& launch,
     if (check) check(s);
   });
   collective_timeout = to_ms(run.timeouts.collective_seconds);
-  if (s.is_root()) spdlog::info("model {}: {}", run.model, s.files.config.summary());
+  if (s.is_root() && !quiet) spdlog::info("model {}: {}", run.model, s.files.config.summary());
 
   ParallelContext pc;
   if (launch.mpi) {
@@ -142,7 +163,15 @@ Session open_session(const RunConfigOverrides& overrides, LaunchContext& launch,
                                         [&](size_t done, size_t total) { bar.update(done, total); });
     bar.finish();
   });
-  if (s.is_root() && (run.pp > 1 || !quiet))
+  if (!run.fusion_plan.empty()) {
+    agree([&] {
+      const FusionPlan plan = load_fusion_plan(run.fusion_plan);
+      s.engine->stage().set_overrides(plan.overrides(s.files.config));
+    });
+    if (s.is_root() && !quiet)
+      spdlog::info("parallel-FFN mode per fusion plan {}", run.fusion_plan);
+  }
+  if (s.is_root() && !quiet)
     spdlog::info("pipeline split (tp={}, pp={}, transport {}):\n{}", run.tp, run.pp,
                  run.pp > 1 ? run.transport : "none", describe_plan(s.engine->pipeline_plan()));
   return s;

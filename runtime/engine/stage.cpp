@@ -11,7 +11,7 @@ namespace parafuse {
 namespace {
 
 // Scratch slots reused by every block (see Stage::scratch).
-enum Slot { kNorm, kQkv, kAttnOut, kProj, kGateUp, kAct, kSlotCount };
+enum Slot { kNorm, kQkv, kAttnOut, kProj, kGateUp, kAct, kGroupIn, kGroupSum, kSlotCount };
 
 int64_t even_begin(int64_t n, int rank, int size) { return n * rank / size; }
 
@@ -195,11 +195,67 @@ void Stage::all_reduce(const Tensor& t) {
   if (shard_.size > 1) tp_comm_->all_reduce_sum(t);
 }
 
-void Stage::forward(const Tensor& hidden, const StepInputs& in) {
-  for (const auto& b : blocks_) {
-    forward_attention(b, hidden, in);
-    forward_ffn(b, hidden);
+void Stage::set_overrides(ForwardOverrides overrides) {
+  overrides_ = std::move(overrides);
+  // A parallel group must not span an attention sublayer that still runs.
+  for (size_t i = 0; i + 1 < blocks_.size(); ++i) {
+    const int g = overrides_.group_of(blocks_[i].index);
+    const BlockWeights& next = blocks_[i + 1];
+    if (g >= 0 && overrides_.group_of(next.index) == g)
+      PF_CHECK(next.config.attention == AttentionKind::None || overrides_.skips_attention(next.index),
+               "ffn group {} spans the attention of block {}: a group must be attention-free after "
+               "its first block",
+               g, next.index);
   }
+}
+
+void Stage::set_observer(SublayerObserver observer) {
+  PF_CHECK(!observer || shard_.size == 1, "sublayer observers need tp=1, not tp={}", shard_.size);
+  observer_ = std::move(observer);
+}
+
+void Stage::forward(const Tensor& hidden, const StepInputs& in) {
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const BlockWeights& b = blocks_[i];
+    if (!overrides_.skips_attention(b.index)) forward_attention(b, hidden, in);
+    if (b.config.ffn == FfnKind::None || overrides_.skips_ffn(b.index)) continue;
+    // A group ends where the id changes (or at the end of this stage: groups never span a
+    // pipeline boundary because the planner keeps them inside one stage's blocks; if a user
+    // split cuts one, each side runs as its own group, which changes the result, so refuse).
+    size_t last = i + 1;
+    const int g = overrides_.group_of(b.index);
+    while (g >= 0 && last < blocks_.size() && overrides_.group_of(blocks_[last].index) == g) ++last;
+    PF_CHECK(g < 0 || last < blocks_.size() || last_ >= config_.n_blocks() ||
+                 overrides_.group_of(last_) != g,
+             "ffn group {} is cut by the pipeline boundary after block {}", g, last_ - 1);
+    forward_ffn_group(i, last, hidden);
+    i = last - 1;
+  }
+}
+
+void Stage::forward_ffn_group(size_t first, size_t last, const Tensor& hidden) {
+  const int64_t m = hidden.rows, H = config_.hidden_size;
+  Tensor out = scratch(kProj, m, H);
+  if (last == first + 1) {
+    ffn_partial(blocks_[first], hidden, out);
+    all_reduce(out);
+    if (observer_) observer_(blocks_[first].index, true, hidden, out);
+    backend_.add(hidden, out, hidden);
+    return;
+  }
+  // Every member reads the group's input; partial outputs are summed before one all-reduce.
+  Tensor input = scratch(kGroupIn, m, H);
+  backend_.copy(hidden, input);
+  Tensor sum = scratch(kGroupSum, m, H);
+  for (size_t i = first; i < last; ++i) {
+    const BlockWeights& b = blocks_[i];
+    if (b.config.ffn == FfnKind::None || overrides_.skips_ffn(b.index)) continue;
+    ffn_partial(b, input, i == first ? sum : out);
+    if (observer_) observer_(b.index, true, input, i == first ? sum : out);
+    if (i != first) backend_.add(sum, out, sum);
+  }
+  all_reduce(sum);
+  backend_.add(hidden, sum, hidden);
 }
 
 void Stage::forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in) {
@@ -231,10 +287,11 @@ void Stage::forward_attention(const BlockWeights& b, const Tensor& hidden, const
     backend_.gemm(attn, b.o_proj, proj);
   }
   all_reduce(proj);
+  if (observer_) observer_(b.index, false, hidden, proj);
   backend_.add(hidden, proj, hidden);
 }
 
-void Stage::ffn_output(const BlockWeights& b, const Tensor& hidden, const Tensor& out) {
+void Stage::ffn_partial(const BlockWeights& b, const Tensor& hidden, const Tensor& out) {
   const int64_t m = hidden.rows, H = config_.hidden_size;
   Tensor norm = scratch(kNorm, m, H);
   backend_.rmsnorm(hidden, b.ffn_norm, float(config_.rms_norm_eps), norm);
@@ -249,14 +306,6 @@ void Stage::ffn_output(const BlockWeights& b, const Tensor& hidden, const Tensor
     backend_.swiglu(gate_up.cols_view(0, f), gate_up.cols_view(f, 2 * f), act);
     backend_.gemm(act, b.down, out);
   }
-  all_reduce(out);
-}
-
-void Stage::forward_ffn(const BlockWeights& b, const Tensor& hidden) {
-  if (b.config.ffn == FfnKind::None) return;
-  Tensor proj = scratch(kProj, hidden.rows, config_.hidden_size);
-  ffn_output(b, hidden, proj);
-  backend_.add(hidden, proj, hidden);
 }
 
 }  // namespace parafuse

@@ -62,6 +62,29 @@ struct StepInputs {
   PagedKvCache* kv_cache = nullptr;
 };
 
+// Per-block changes to the forward pass, indexed by model block id (an empty vector changes
+// nothing): skipping sublayers (analysis, and the attention removal that precedes fusion), and
+// parallel-FFN mode, where consecutive blocks with the same non-negative `ffn_group` id all read
+// the group's input and their outputs are summed: exactly what a fused FFN computes, without
+// rewriting weights. A group costs one all-reduce, as the fused block does.
+struct ForwardOverrides {
+  std::vector<char> skip_attention;
+  std::vector<char> skip_ffn;
+  std::vector<int> ffn_group;
+  bool skips_attention(int block) const {
+    return size_t(block) < skip_attention.size() && skip_attention[size_t(block)];
+  }
+  bool skips_ffn(int block) const { return size_t(block) < skip_ffn.size() && skip_ffn[size_t(block)]; }
+  int group_of(int block) const {
+    return size_t(block) < ffn_group.size() ? ffn_group[size_t(block)] : -1;
+  }
+};
+
+// Sees every sublayer as it runs: its input hidden state (m, H) and its output (m, H), the
+// amount it adds to the residual stream. For analysis (runtime/fusion); tp = 1 only.
+using SublayerObserver =
+    std::function<void(int block, bool is_ffn, const Tensor& input, const Tensor& output)>;
+
 class Stage {
  public:
   // Blocks [first, last) of `config`, this rank's `shard` of them.
@@ -80,13 +103,17 @@ class Stage {
   // hidden (m, H) is updated in place through every block of the stage.
   void forward(const Tensor& hidden, const StepInputs& in);
 
-  // One block; exposed for analysis (runtime/fusion), which runs blocks one at a time.
-  void forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in);
-  void forward_ffn(const BlockWeights& b, const Tensor& hidden);
-  // The FFN sublayer's output (m, H) without the residual add, after the TP all-reduce.
-  void ffn_output(const BlockWeights& b, const Tensor& hidden, const Tensor& out);
+  void set_overrides(ForwardOverrides overrides);
+  const ForwardOverrides& overrides() const { return overrides_; }
+  void set_observer(SublayerObserver observer);
 
  private:
+  void forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in);
+  // This rank's partial FFN output (m, H) for `hidden`, before the TP all-reduce.
+  void ffn_partial(const BlockWeights& b, const Tensor& hidden, const Tensor& out);
+  // Blocks [first, last) of blocks_ as one parallel-FFN group reading `hidden`.
+  void forward_ffn_group(size_t first, size_t last, const Tensor& hidden);
+
   Tensor scratch(int slot, int64_t rows, int64_t cols);
   Tensor upload(const std::vector<float>& host, int64_t rows, int64_t cols);
   void all_reduce(const Tensor& t);
@@ -102,6 +129,8 @@ class Stage {
   Tensor inv_freq_;  // (1, head_dim/2)
   std::vector<Buffer> scratch_buffers_;
   std::vector<size_t> scratch_bytes_;
+  ForwardOverrides overrides_;
+  SublayerObserver observer_;
 };
 
 }  // namespace parafuse

@@ -81,6 +81,12 @@ class Tokenizer {
   std::string apply_chat_template(const std::vector<ChatMessage>& messages,
                                   bool add_generation_prompt = true) const;
   std::string chat_format_name() const;  // "chatml", "llama3", ...
+  const TokenizerData& data() const;      // what it was built from
+
+  // Writes dir/tokenizer.json and dir/tokenizer_config.json (HF format) that from_hf_json
+  // reads back to the same tokenizer: how a checkpoint converted from GGUF keeps its text
+  // interface (parafuse fuse).
+  void save_hf(const std::string& dir) const;
 
  private:
   struct Impl;
