@@ -43,7 +43,8 @@ class Transport {
   Stats stats_;
 };
 
-// kind: "mpi" or "ucx". `comm` is the world communicator (ranks are world ranks).
+// kind: "mpi", "ucx" or (CUDA builds only) "nccl". `comm` is the world communicator (ranks are
+// world ranks).
 std::unique_ptr<Transport> make_transport(const std::string& kind, MPI_Comm comm,
                                           std::chrono::milliseconds timeout);
 

@@ -23,6 +23,9 @@
 #include "parallel/detail.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/transport.h"
+#if defined(PARAFUSE_HAS_CUDA)
+#include "parallel/nccl_collectives.h"  // make_nccl_transport
+#endif
 
 #define PF_UCX_CHECK(call)                                                       \
   do {                                                                           \
@@ -326,7 +329,14 @@ std::unique_ptr<Transport> make_transport(const std::string& kind, MPI_Comm comm
                                           std::chrono::milliseconds timeout) {
   if (kind == "ucx") return make_ucx_transport(comm, timeout);
   if (kind == "mpi") return make_mpi_transport(comm, timeout);
-  PF_THROW("unknown transport '{}': expected \"ucx\" or \"mpi\"", kind);
+#if defined(PARAFUSE_HAS_CUDA)
+  if (kind == "nccl") return make_nccl_transport(comm, timeout);
+#else
+  PF_CHECK(kind != "nccl",
+           "transport 'nccl' needs a build with CUDA (configure with -DPARAFUSE_CUDA=ON); this "
+           "build has \"ucx\" and \"mpi\"");
+#endif
+  PF_THROW("unknown transport '{}': expected \"ucx\", \"mpi\" or \"nccl\"", kind);
 }
 
 }  // namespace parafuse

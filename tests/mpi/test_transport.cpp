@@ -14,6 +14,9 @@
 
 #include "parallel/mpi_comm.h"
 #include "parallel/transport.h"
+#if defined(PARAFUSE_HAS_CUDA)
+#include "kernels/cuda/cuda_backend.h"  // cuda_device_count
+#endif
 
 namespace parafuse {
 namespace {
@@ -258,8 +261,21 @@ INSTANTIATE_TEST_SUITE_P(Kinds, TransportTest, ::testing::Values("mpi", "ucx"),
                          [](const auto& info) { return info.param; });
 
 TEST(Transport, UnknownKindIsAnError) {
+  EXPECT_THAT(error_of([] { make_transport("pigeon", MPI_COMM_WORLD, milliseconds(1000)); }),
+              HasSubstr("unknown transport 'pigeon': expected \"ucx\", \"mpi\" or \"nccl\""));
+}
+
+// "nccl" exists only in CUDA builds, and needs a GPU there: either way a clear error here.
+TEST(Transport, NcclWithoutCudaOrGpuIsAClearError) {
+#if defined(PARAFUSE_HAS_CUDA)
+  std::string why;
+  if (cuda_device_count(&why) > 0) GTEST_SKIP() << "a CUDA device is present";
   EXPECT_THAT(error_of([] { make_transport("nccl", MPI_COMM_WORLD, milliseconds(1000)); }),
-              HasSubstr("unknown transport 'nccl': expected \"ucx\" or \"mpi\""));
+              HasSubstr("no CUDA device"));
+#else
+  EXPECT_THAT(error_of([] { make_transport("nccl", MPI_COMM_WORLD, milliseconds(1000)); }),
+              HasSubstr("needs a build with CUDA"));
+#endif
 }
 
 }  // namespace

@@ -1,0 +1,344 @@
+// GPU benchmarks of the CUDA backend (CUDA builds only): the numbers issue 5 asks for, each
+// against a ceiling measured in the same run.
+//   copy      device-to-device cudaMemcpy of a 2 GiB buffer: bytes read + written / time
+//   decode    batch-1 decode steps of a Llama-3.1-8B-shaped synthetic model through Engine
+//             (bf16): weight bytes read per step / step time, as a fraction of copy bandwidth
+//   gemm      a prefill-sized GEMM (m=4096, k=4096, n=14336) through CudaBackend::gemm
+//             (cuBLASLt) vs a direct cublasGemmEx bf16 call on the same shape
+//   ffn       k SwiGLU FFNs run one after another vs fused into one k-times-wider FFN, at
+//             batch 1, 8 and 32, both captured as CUDA graphs: the time ratio
+// Timing: CUDA events around the region, warm-up first, median of repeats (METHOD.md).
+// Loading 8B parameters through the host generator would take minutes, so every decoder layer
+// reads the weights of layer 0 (generated once on the host, uploaded into each layer's own
+// device buffers): the bytes each step reads are real, their values repeat; the output says so.
+//   build/bench/bench_gpu --json out.json [--model configs/models/llama-3.1-8b.json]
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_check.h"
+#include "runtime/engine/engine.h"
+#include "runtime/model/model_config.h"
+#include "runtime/model/synthetic.h"
+
+namespace parafuse {
+namespace {
+
+struct Options {
+  std::string model = "configs/models/llama-3.1-8b.json";
+  std::string json_path;
+  int decode_steps = 64;
+  int prompt_tokens = 128;
+  int repeats = 20;
+  std::vector<int> ffn_batches = {1, 8, 32};
+  int ffn_k = 4;
+};
+
+// Median milliseconds of `repeats` runs of fn on `stream`, after 3 warm-ups.
+template <typename Fn>
+double time_ms(cudaStream_t stream, int repeats, Fn&& fn) {
+  for (int i = 0; i < 3; ++i) fn();
+  cudaEvent_t start, stop;
+  PF_CUDA_CHECK(cudaEventCreate(&start));
+  PF_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> ms;
+  for (int i = 0; i < repeats; ++i) {
+    PF_CUDA_CHECK(cudaEventRecord(start, stream));
+    fn();
+    PF_CUDA_CHECK(cudaEventRecord(stop, stream));
+    PF_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0;
+    PF_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Fills a device tensor (any dtype) with a repeating pattern of N(0, scale) values from one
+// uploaded seed block: fast, and never zeros (METHOD.md: zeros can time faster than data).
+void fill_random(CudaBackend& be, const Tensor& t, float scale, uint64_t seed) {
+  const int64_t seed_elems = std::min<int64_t>(t.numel(), int64_t(1) << 22);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> host(static_cast<size_t>(seed_elems));
+  for (float& x : host) x = dist(rng);
+  Tensor flat{t.data, t.dtype, 1, t.numel(), t.numel()};
+  Tensor first = flat.cols_view(0, seed_elems);
+  be.upload_f32(host.data(), first);
+  for (int64_t at = seed_elems; at < t.numel(); at += seed_elems) {
+    const int64_t n = std::min(seed_elems, t.numel() - at);
+    be.copy(first.cols_view(0, n), flat.cols_view(at, at + n));
+  }
+}
+
+nlohmann::json bench_copy(CudaBackend& be, int repeats) {
+  const size_t bytes = size_t(2) << 30;
+  Buffer a = be.alloc(bytes), b = be.alloc(bytes);
+  fill_random(be, Tensor{a.data(), DType::F32, 1, int64_t(bytes / 4), int64_t(bytes / 4)}, 1, 1);
+  const double ms = time_ms(be.stream(), repeats, [&] {
+    PF_CUDA_CHECK(
+        cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, be.stream()));
+  });
+  const double gbps = 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+  std::printf("copy      %zu MiB D2D: %.3f ms, %.0f GB/s (read + write)\n", bytes >> 20, ms, gbps);
+  return {{"bytes", bytes}, {"ms", ms}, {"GBps", gbps}};
+}
+
+// Every "model.layers.N.<suffix>" is served from layer 0's tensor, generated once.
+class ReusedLayerSource : public WeightSource {
+ public:
+  explicit ReusedLayerSource(const SyntheticWeightSource& base) : base_(base) {}
+  std::string description() const override {
+    return base_.description() + " (every layer reads layer 0's weights)";
+  }
+  std::vector<std::string> names() const override { return base_.names(); }
+  bool has(const std::string& name) const override { return base_.has(name); }
+  TensorInfo info(const std::string& name) const override { return base_.info(name); }
+  void read_f32(const std::string& name, Range rows, Range cols, float* out) const override {
+    static const std::regex layer(R"(^model\.layers\.\d+\.(.*)$)");
+    std::smatch match;
+    if (!std::regex_match(name, match, layer)) return base_.read_f32(name, rows, cols, out);
+    const std::string layer0 = "model.layers.0." + match[1].str();
+    const TensorInfo info = base_.info(layer0);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = cache_.find(layer0);
+    if (it == cache_.end()) it = cache_.emplace(layer0, base_.read_all(layer0)).first;
+    const int64_t r0 = rows.begin, r1 = rows.end < 0 ? info.rows() : rows.end;
+    const int64_t c0 = cols.begin, c1 = cols.end < 0 ? info.cols() : cols.end;
+    PF_CHECK(0 <= r0 && r0 <= r1 && r1 <= info.rows() && 0 <= c0 && c0 <= c1 && c1 <= info.cols(),
+             "{}: slice out of range", name);
+    for (int64_t r = r0; r < r1; ++r) {
+      std::copy_n(it->second.data() + r * info.cols() + c0, c1 - c0, out + (r - r0) * (c1 - c0));
+    }
+  }
+
+ private:
+  const SyntheticWeightSource& base_;
+  mutable std::mutex mutex_;
+  mutable std::map<std::string, std::vector<float>> cache_;
+};
+
+nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps) {
+  const ModelConfig config = load_hf_config(o.model);
+  SyntheticWeightSource synthetic(config, 1);
+  ReusedLayerSource weights(synthetic);
+  EngineOptions eo;
+  eo.kv_cache_tokens = o.prompt_tokens + o.decode_steps + 64;
+  eo.max_batch_tokens = o.prompt_tokens;
+  const auto t0 = std::chrono::steady_clock::now();
+  Engine engine(config, weights, be, eo);
+  be.synchronize();
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Bytes every decode step must read: all layers' weights and the LM head, in bf16.
+  const size_t layer_bytes = Stage::weight_bytes(config, 0, config.n_blocks(), {}) / 2;
+  const size_t head_bytes = size_t(config.vocab_size * config.hidden_size) * 2;
+  const size_t step_bytes = layer_bytes + head_bytes;
+
+  std::vector<int32_t> prompt(size_t(o.prompt_tokens));
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919 + 13) % 128000);
+  engine.add_sequence(0);
+  const SeqTokens prefill{0, prompt, false};
+  be.synchronize();
+  auto tp0 = std::chrono::steady_clock::now();
+  Tensor logits = engine.forward({&prefill, 1});
+  SamplingParams greedy;
+  std::vector<int32_t> next = engine.sample(logits, {&greedy, 1});
+  const double prefill_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tp0).count();
+  std::vector<double> step_ms;
+  for (int s = 0; s < o.decode_steps; ++s) {
+    const auto ts = std::chrono::steady_clock::now();
+    const SeqTokens step{0, next, false};
+    logits = engine.forward({&step, 1});
+    next = engine.sample(logits, {&greedy, 1});  // waits for the device: the step is complete
+    step_ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count());
+  }
+  engine.remove_sequence(0);
+  std::vector<double> sorted = step_ms;
+  std::sort(sorted.begin(), sorted.end());
+  const double ms = sorted[sorted.size() / 2];
+  const double gbps = double(step_bytes) / (ms * 1e-3) / 1e9;
+  std::printf(
+      "decode    %s, batch 1, context %d..%d: %.3f ms/step (median of %d), %.1f tok/s, "
+      "%.2f GB weights/step -> %.0f GB/s = %.1f%% of copy bandwidth (load %.1f s, prefill "
+      "%d tokens %.1f ms)\n",
+      o.model.c_str(), o.prompt_tokens, o.prompt_tokens + o.decode_steps, ms, o.decode_steps,
+      1e3 / ms, double(step_bytes) / 1e9, gbps, 100.0 * gbps / copy_gbps, load_s, o.prompt_tokens,
+      prefill_ms);
+  return {{"model", o.model},
+          {"weights", weights.description()},
+          {"batch", 1},
+          {"prompt_tokens", o.prompt_tokens},
+          {"steps", o.decode_steps},
+          {"step_ms_median", ms},
+          {"step_ms_all", step_ms},
+          {"tokens_per_s", 1e3 / ms},
+          {"bytes_per_step", step_bytes},
+          {"GBps", gbps},
+          {"fraction_of_copy_bandwidth", gbps / copy_gbps},
+          {"load_s", load_s},
+          {"prefill_ms", prefill_ms}};
+}
+
+nlohmann::json bench_gemm(CudaBackend& be, int repeats) {
+  const int64_t m = 4096, k = 4096, n = 14336;
+  Buffer bx, bw, by;
+  Tensor x = be.alloc_tensor(bx, DType::BF16, m, k), w = be.alloc_tensor(bw, DType::BF16, n, k);
+  Tensor y = be.alloc_tensor(by, DType::BF16, m, n);
+  fill_random(be, x, 1.0f, 2);
+  fill_random(be, w, 0.02f, 3);
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  const double ms_backend = time_ms(be.stream(), repeats, [&] { be.gemm(x, w, y); });
+  cublasHandle_t handle;
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) PF_THROW("cublasCreate failed");
+  cublasSetStream(handle, be.stream());
+  const float alpha = 1.0f, beta = 0.0f;
+  const double ms_cublas = time_ms(be.stream(), repeats, [&] {
+    // Column-major y^T (n,m) = w (n,k) x^T: A = w (k x n, op T), B = x (k x m).
+    const cublasStatus_t rc =
+        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &alpha, w.data,
+                     CUDA_R_16BF, int(k), x.data, CUDA_R_16BF, int(k), &beta, y.data, CUDA_R_16BF,
+                     int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (rc != CUBLAS_STATUS_SUCCESS) PF_THROW("cublasGemmEx failed: {}", int(rc));
+  });
+  cublasDestroy(handle);
+  const double tf_backend = flops / (ms_backend * 1e-3) / 1e12;
+  const double tf_cublas = flops / (ms_cublas * 1e-3) / 1e12;
+  std::printf(
+      "gemm      m=%ld k=%ld n=%ld bf16: backend %.3f ms (%.0f TFLOP/s), cublasGemmEx "
+      "%.3f ms (%.0f TFLOP/s): %.1f%%\n",
+      long(m), long(k), long(n), ms_backend, tf_backend, ms_cublas, tf_cublas,
+      100.0 * tf_backend / tf_cublas);
+  return {{"m", m},
+          {"k", k},
+          {"n", n},
+          {"backend_ms", ms_backend},
+          {"backend_TFLOPs", tf_backend},
+          {"cublas_ms", ms_cublas},
+          {"cublas_TFLOPs", tf_cublas},
+          {"fraction_of_cublas", tf_backend / tf_cublas}};
+}
+
+// One SwiGLU FFN (or k of them fused): x += down(swiglu(gate_up(rmsnorm(x)))).
+struct Ffn {
+  Buffer b_norm, b_gate_up, b_down;
+  Tensor norm, gate_up, down;  // (1,H), (2F,H), (H,F)
+  int64_t f = 0;
+};
+
+Ffn make_ffn(CudaBackend& be, int64_t h, int64_t f, uint64_t seed) {
+  Ffn ffn;
+  ffn.f = f;
+  ffn.norm = be.alloc_tensor(ffn.b_norm, DType::BF16, 1, h);
+  ffn.gate_up = be.alloc_tensor(ffn.b_gate_up, DType::BF16, 2 * f, h);
+  ffn.down = be.alloc_tensor(ffn.b_down, DType::BF16, h, f);
+  fill_random(be, ffn.norm, 0.1f, seed);
+  fill_random(be, ffn.gate_up, 0.02f, seed + 1);
+  fill_random(be, ffn.down, 0.01f, seed + 2);
+  return ffn;
+}
+
+nlohmann::json bench_ffn(CudaBackend& be, const Options& o) {
+  const int64_t h = 4096, f = 14336;
+  const int k = o.ffn_k;
+  std::vector<Ffn> parts;
+  for (int i = 0; i < k; ++i) parts.push_back(make_ffn(be, h, f, 100 + 10 * uint64_t(i)));
+  Ffn fused = make_ffn(be, h, f * k, 500);
+  nlohmann::json rows = nlohmann::json::array();
+  for (int batch : o.ffn_batches) {
+    Buffer bx, bn, bg, ba, bp;
+    Tensor x = be.alloc_tensor(bx, DType::BF16, batch, h);
+    Tensor normed = be.alloc_tensor(bn, DType::BF16, batch, h);
+    Tensor gate_up = be.alloc_tensor(bg, DType::BF16, batch, 2 * f * k);
+    Tensor act = be.alloc_tensor(ba, DType::BF16, batch, f * k);
+    Tensor proj = be.alloc_tensor(bp, DType::BF16, batch, h);
+    fill_random(be, x, 1.0f, 7);
+    auto run = [&](const Ffn& ffn) {
+      be.rmsnorm(x, ffn.norm, 1e-5f, normed);
+      Tensor gu = gate_up.cols_view(0, 2 * ffn.f), a = act.cols_view(0, ffn.f);
+      be.gemm(normed, ffn.gate_up, gu);
+      be.swiglu(gu.cols_view(0, ffn.f), gu.cols_view(ffn.f, 2 * ffn.f), a);
+      be.gemm(a, ffn.down, proj);
+      be.add(x, proj, x);
+    };
+    const std::string key = fmt::format("ffn b{}", batch);
+    const double seq_ms = time_ms(be.stream(), o.repeats, [&] {
+      be.run_graph(key + " sequential", [&] {
+        for (const Ffn& p : parts) run(p);
+      });
+    });
+    const double fused_ms =
+        time_ms(be.stream(), o.repeats, [&] { be.run_graph(key + " fused", [&] { run(fused); }); });
+    const double bytes = double(k) * 3.0 * double(h) * double(f) * 2.0;
+    std::printf(
+        "ffn       k=%d x (H=%ld, F=%ld) batch %3d: sequential %.3f ms, fused %.3f ms, "
+        "fused/sequential %.3f (weights %.0f GB/s)\n",
+        k, long(h), long(f), batch, seq_ms, fused_ms, fused_ms / seq_ms,
+        bytes / (fused_ms * 1e-3) / 1e9);
+    rows.push_back({{"batch", batch},
+                    {"k", k},
+                    {"sequential_ms", seq_ms},
+                    {"fused_ms", fused_ms},
+                    {"fused_over_sequential", fused_ms / seq_ms}});
+  }
+  be.clear_graphs();
+  return rows;
+}
+
+}  // namespace
+}  // namespace parafuse
+
+int main(int argc, char** argv) {
+  using namespace parafuse;
+  Options o;
+  CLI::App app{"GPU benchmarks of the CUDA backend: copy bandwidth, 8B decode, GEMM, FFN fusion"};
+  app.add_option("--model", o.model, "HF config.json of the decode model (synthetic weights)");
+  app.add_option("--json", o.json_path, "Write the results as JSON here");
+  app.add_option("--decode-steps", o.decode_steps, "Timed decode steps");
+  app.add_option("--prompt-tokens", o.prompt_tokens, "Prefill length before decoding");
+  app.add_option("--repeats", o.repeats, "Timed repeats per measurement (median reported)");
+  app.add_option("--ffn-k", o.ffn_k, "FFNs per fused run");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    std::string why;
+    if (cuda_device_count(&why) == 0) {
+      std::fprintf(stderr, "bench_gpu: no CUDA device: %s\n", why.c_str());
+      return 2;
+    }
+    CudaBackend be;
+    cudaDeviceProp prop{};
+    PF_CUDA_CHECK(cudaGetDeviceProperties(&prop, be.device()));
+    std::printf("device    %s, %d SMs, %.0f GiB\n", prop.name, prop.multiProcessorCount,
+                double(prop.totalGlobalMem) / double(1 << 30));
+    nlohmann::json out;
+    out["device"] = prop.name;
+    out["copy"] = bench_copy(be, o.repeats);
+    out["gemm"] = bench_gemm(be, o.repeats);
+    out["ffn_fusion"] = bench_ffn(be, o);
+    be.pool().trim();
+    out["decode"] = bench_decode(be, o, out["copy"]["GBps"].get<double>());
+    if (!o.json_path.empty()) {
+      std::ofstream(o.json_path) << out.dump(2) << "\n";
+      std::printf("wrote %s\n", o.json_path.c_str());
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_gpu: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

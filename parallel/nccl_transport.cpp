@@ -1,0 +1,152 @@
+// NcclTransport: pipeline send/recv of device tensors with ncclSend / ncclRecv on a
+// non-blocking NCCL communicator over the world (see nccl_collectives.h).
+//
+// Each send or receive is one NCCL group (strided rows are packed into / unpacked from a device
+// buffer the request owns) followed by an event; wait() polls the event and the communicator's
+// asynchronous error against the timeout, and on expiry aborts the communicator (the only way
+// to take back a posted NCCL operation) and throws naming the peer, the tag and the timeout.
+#include <fmt/format.h>
+
+#include "kernels/cuda/cuda_check.h"
+#include "parallel/detail.h"
+#include "parallel/nccl_collectives.h"
+
+namespace parafuse {
+namespace {
+
+constexpr const char* kName = "nccl";
+
+size_t pitch(const Tensor& t) {
+  return size_t(t.rows <= 1 ? t.cols : t.row_stride) * dtype_size(t.dtype);
+}
+
+class NcclTransportRequest : public TransportRequest {
+ public:
+  NcclTransportRequest(NcclComm& comm, Transport::Stats& stats, const Tensor& t, int peer,
+                       uint64_t tag, bool is_send, cudaStream_t stream,
+                       std::chrono::milliseconds timeout)
+      : comm_(comm),
+        stats_(stats),
+        tensor_(t),
+        peer_(peer),
+        tag_(tag),
+        is_send_(is_send),
+        stream_(stream),
+        timeout_(timeout) {}
+  ~NcclTransportRequest() override {
+    if (packed_) cudaFree(packed_);
+    if (done_) cudaEventDestroy(done_);
+  }
+
+  void post() {
+    const size_t row_bytes = size_t(tensor_.cols) * dtype_size(tensor_.dtype);
+    void* buffer = tensor_.data;
+    if (!tensor_.contiguous() && tensor_.rows > 1) {
+      PF_CUDA_CHECK(cudaMalloc(&packed_, tensor_.bytes()));
+      buffer = packed_;
+      if (is_send_) {
+        PF_CUDA_CHECK(cudaMemcpy2DAsync(packed_, row_bytes, tensor_.data, pitch(tensor_), row_bytes,
+                                        size_t(tensor_.rows), cudaMemcpyDeviceToDevice, stream_));
+      }
+    }
+    PF_NCCL_CHECK(ncclGroupStart());
+    if (is_send_) {
+      PF_NCCL_CHECK(ncclSend(buffer, tensor_.bytes(), ncclInt8, peer_, comm_.get(), stream_));
+    } else {
+      PF_NCCL_CHECK(ncclRecv(buffer, tensor_.bytes(), ncclInt8, peer_, comm_.get(), stream_));
+    }
+    PF_NCCL_CHECK(ncclGroupEnd());
+    if (packed_ && !is_send_) {
+      PF_CUDA_CHECK(cudaMemcpy2DAsync(tensor_.data, pitch(tensor_), packed_, row_bytes, row_bytes,
+                                      size_t(tensor_.rows), cudaMemcpyDeviceToDevice, stream_));
+    }
+    PF_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    PF_CUDA_CHECK(cudaEventRecord(done_, stream_));
+  }
+
+  void wait() override {
+    if (waited_) return;
+    waited_ = true;
+    const auto start = std::chrono::steady_clock::now();
+    const std::string failure = comm_.wait(timeout_, [&](std::string& why) {
+      const cudaError_t rc = cudaEventQuery(done_);
+      if (rc == cudaErrorNotReady) return false;
+      if (rc != cudaSuccess) why = fmt::format("CUDA error {}", cudaGetErrorString(rc));
+      return true;
+    });
+    stats_.wait_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (failure.empty()) return;
+    comm_.abort();
+    PF_THROW(
+        "{} failed: {}; the NCCL communicator was aborted (the peer is stuck or dead, or "
+        "never posted the matching {})",
+        describe_message(is_send_, peer_, tag_, tensor_.bytes(), kName), failure,
+        is_send_ ? "recv" : "send");
+  }
+
+ private:
+  NcclComm& comm_;
+  Transport::Stats& stats_;
+  Tensor tensor_;
+  int peer_;
+  uint64_t tag_;
+  bool is_send_;
+  cudaStream_t stream_;
+  std::chrono::milliseconds timeout_;
+  void* packed_ = nullptr;
+  cudaEvent_t done_ = nullptr;
+  bool waited_ = false;
+};
+
+class NcclTransport : public Transport {
+ public:
+  NcclTransport(MPI_Comm comm, std::chrono::milliseconds timeout, cudaStream_t stream)
+      : comm_(comm, "pipeline transport (world)", timeout), timeout_(timeout), stream_(stream) {
+    if (!stream_) {
+      PF_CUDA_CHECK(cudaStreamCreateWithFlags(&own_stream_, cudaStreamNonBlocking));
+      stream_ = own_stream_;
+    }
+  }
+  ~NcclTransport() override {
+    if (own_stream_) cudaStreamDestroy(own_stream_);
+  }
+  std::string name() const override { return kName; }
+  std::unique_ptr<TransportRequest> send(const Tensor& t, int peer, uint64_t tag) override {
+    return post(t, peer, tag, true);
+  }
+  std::unique_ptr<TransportRequest> recv(const Tensor& t, int peer, uint64_t tag) override {
+    return post(t, peer, tag, false);
+  }
+
+ private:
+  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_send) {
+    const std::string what = describe_message(is_send, peer, tag, t.bytes(), kName);
+    PF_CHECK(0 <= peer && peer < comm_.size(), "{}: peer {} is outside the job's {} ranks", what,
+             peer, comm_.size());
+    PF_CHECK(t.numel() == 0 || t.data != nullptr, "{}: tensor has no memory", what);
+    PF_CHECK(!comm_.aborted(), "{}: the NCCL communicator was aborted by an earlier failure", what);
+    // Without the producer's stream, a send must wait until the device has written the tensor.
+    if (is_send && own_stream_) PF_CUDA_CHECK(cudaDeviceSynchronize());
+    auto request = std::make_unique<NcclTransportRequest>(comm_, stats_, t, peer, tag, is_send,
+                                                          stream_, timeout_);
+    request->post();
+    ++(is_send ? stats_.sends : stats_.recvs);
+    stats_.bytes += int64_t(t.bytes());
+    return request;
+  }
+
+  NcclComm comm_;
+  std::chrono::milliseconds timeout_;
+  cudaStream_t stream_ = nullptr;
+  cudaStream_t own_stream_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> make_nccl_transport(MPI_Comm comm, std::chrono::milliseconds timeout,
+                                               cudaStream_t stream) {
+  return std::make_unique<NcclTransport>(comm, timeout, stream);
+}
+
+}  // namespace parafuse

@@ -1,0 +1,38 @@
+// StagedCollectives: device tensors reduced by a host Collectives (e.g. MpiCollectives) through
+// host staging buffers.
+//
+// For ranks whose tensors live where the host collectives cannot reach them: two ranks on one
+// GPU (NCCL refuses two ranks per device), or an MPI without CUDA support. Each call downloads
+// the tensor as F32 through the rank's Backend, runs the host collective, and uploads the
+// result (converted back to the tensor's dtype, so a BF16 all-reduce sums in F32 and rounds
+// once). Slow by design — three hops per call — and exact; counted and timed like any
+// Collectives (the host collectives keep their own stats too).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "parallel/collectives.h"
+
+namespace parafuse {
+
+class StagedCollectives : public Collectives {
+ public:
+  // Both must outlive this object.
+  StagedCollectives(Collectives& host, Backend& backend) : host_(host), backend_(backend) {}
+  int rank() const override { return host_.rank(); }
+  int size() const override { return host_.size(); }
+  std::string name() const override { return host_.name() + " (staged through host)"; }
+  void all_reduce_sum(const Tensor& t) override;
+  void all_gather_rows(const Tensor& local, const Tensor& out) override;
+  void broadcast_bytes(void* data, size_t bytes, int root) override;
+  void barrier() override;
+
+ private:
+  Collectives& host_;
+  Backend& backend_;
+  std::vector<float> staging_, staging_out_;
+};
+
+}  // namespace parafuse
