@@ -13,6 +13,7 @@
 
 #include "kernels/core/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/op_checks.h"
 
 namespace parafuse {
 
@@ -77,20 +78,6 @@ std::vector<int64_t> sequence_slots(Op op, size_t seq_index, const AttentionSeq&
   return slots;
 }
 
-void check_batch(Op op, const AttentionBatch& batch, int64_t rows) {
-  PF_CHECK(batch.block_size > 0, "{}: block_size must be > 0, got {}", op_name(op),
-           batch.block_size);
-  for (size_t s = 0; s < batch.seqs.size(); ++s) {
-    const AttentionSeq& seq = batch.seqs[s];
-    PF_CHECK(seq.q_begin >= 0 && seq.n_new >= 0 && seq.n_past >= 0,
-             "{}: sequence {} has q_begin {}, n_new {}, n_past {}; all must be >= 0", op_name(op),
-             s, seq.q_begin, seq.n_new, seq.n_past);
-    PF_CHECK(seq.q_begin + seq.n_new <= rows,
-             "{}: sequence {} covers rows [{}, {}) but the batch tensor has {} rows", op_name(op),
-             s, seq.q_begin, seq.q_begin + seq.n_new, rows);
-  }
-}
-
 }  // namespace
 
 void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache,
@@ -100,11 +87,7 @@ void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cach
     require_view(Op::KvStore, *t, what);
     require_dtype(Op::KvStore, *t, what, DType::F32);
   }
-  require_same_shape(Op::KvStore, k, "k", v, "v");
-  require_same_shape(Op::KvStore, k_cache, "k_cache", v_cache, "v_cache");
-  PF_CHECK(k.cols == k_cache.cols, "kv_store: k has {} cols but the cache rows have {}", k.cols,
-           k_cache.cols);
-  check_batch(Op::KvStore, batch, k.rows);
+  check_kv_store_shapes(k, v, k_cache, v_cache, batch);
   const size_t row_bytes = size_t(k.cols) * sizeof(float);
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const AttentionSeq& seq = batch.seqs[s];
@@ -129,20 +112,8 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
     require_view(Op::Attention, *t, what);
     require_dtype(Op::Attention, *t, what, DType::F32);
   }
+  check_attention_shapes(q, k_cache, v_cache, batch, shape, out);
   const int n_heads = shape.n_heads, n_kv_heads = shape.n_kv_heads, hd = shape.head_dim;
-  PF_CHECK(n_heads > 0 && n_kv_heads > 0 && hd > 0 && n_heads % n_kv_heads == 0,
-           "attention: bad shape n_heads {} n_kv_heads {} head_dim {} (n_heads must be a positive "
-           "multiple of n_kv_heads)",
-           n_heads, n_kv_heads, hd);
-  PF_CHECK(std::isfinite(shape.scale), "attention: scale must be finite, got {}", shape.scale);
-  require_same_shape(Op::Attention, q, "q", out, "out");
-  require_same_shape(Op::Attention, k_cache, "k_cache", v_cache, "v_cache");
-  PF_CHECK(q.cols == int64_t(n_heads) * hd, "attention: q has {} cols but n_heads {} * head_dim {}",
-           q.cols, n_heads, hd);
-  PF_CHECK(k_cache.cols == int64_t(n_kv_heads) * hd,
-           "attention: the cache rows have {} cols but n_kv_heads {} * head_dim {}", k_cache.cols,
-           n_kv_heads, hd);
-  check_batch(Op::Attention, batch, q.rows);
 
   const int group = n_heads / n_kv_heads;  // query heads per kv head
   const float neg_inf = -std::numeric_limits<float>::infinity();

@@ -59,11 +59,9 @@ class CpuBackend final : public Backend {
 std::unique_ptr<Backend> make_cpu_backend(int threads = 1);
 
 namespace cpu_detail {
-// Shared precondition checks of the CPU sources; each throws an Error naming the op.
+// The CPU sources' dtype check (F32 or I32, per tensor); throws an Error naming the op. The
+// checks every backend shares are in kernels/op_checks.h.
 void require_dtype(Op op, const Tensor& t, const char* what, DType dtype);
-void require_view(Op op, const Tensor& t, const char* what);  // non-null, row_stride >= cols
-void require_same_shape(Op op, const Tensor& a, const char* a_what, const Tensor& b,
-                        const char* b_what);
 }  // namespace cpu_detail
 
 }  // namespace parafuse

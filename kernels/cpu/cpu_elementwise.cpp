@@ -10,6 +10,7 @@
 
 #include "kernels/core/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/op_checks.h"
 
 namespace parafuse {
 
@@ -20,15 +21,12 @@ void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const
   require_view(Op::RmsNorm, y, "y");
   require_dtype(Op::RmsNorm, x, "x", DType::F32);
   require_dtype(Op::RmsNorm, y, "y", DType::F32);
-  require_same_shape(Op::RmsNorm, x, "x", y, "y");
   const bool has_weight = !weight.empty();
   if (has_weight) {
     require_view(Op::RmsNorm, weight, "weight");
     require_dtype(Op::RmsNorm, weight, "weight", DType::F32);
-    PF_CHECK(weight.rows == 1 && weight.cols == x.cols,
-             "rmsnorm: weight is ({}, {}) but must be (1, {})", weight.rows, weight.cols, x.cols);
   }
-  PF_CHECK(eps >= 0.0f, "rmsnorm: eps must be >= 0, got {}", eps);
+  check_rmsnorm_shapes(x, weight, eps, y);
   const int64_t d = x.cols;
   if (d == 0) return;
   const float* w = has_weight ? weight.f32() : nullptr;
@@ -54,18 +52,8 @@ void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& in
   require_dtype(Op::Rope, x, "x", DType::F32);
   require_dtype(Op::Rope, positions, "positions", DType::I32);
   require_dtype(Op::Rope, inv_freq, "inv_freq", DType::F32);
-  PF_CHECK(n_heads > 0 && head_dim > 0 && head_dim % 2 == 0,
-           "rope: need n_heads > 0 and an even head_dim > 0, got n_heads {} head_dim {}", n_heads,
-           head_dim);
-  PF_CHECK(x.cols == int64_t(n_heads) * head_dim,
-           "rope: x has {} cols but n_heads {} * head_dim {} = {}", x.cols, n_heads, head_dim,
-           int64_t(n_heads) * head_dim);
-  PF_CHECK(positions.rows == x.rows && positions.cols == 1,
-           "rope: positions is ({}, {}) but must be ({}, 1)", positions.rows, positions.cols,
-           x.rows);
+  check_rope_shapes(x, positions, inv_freq, n_heads, head_dim);
   const int half = head_dim / 2;
-  PF_CHECK(inv_freq.rows == 1 && inv_freq.cols == half,
-           "rope: inv_freq is ({}, {}) but must be (1, {})", inv_freq.rows, inv_freq.cols, half);
   for (int64_t r = 0; r < x.rows; ++r) {  // validate every position before rotating anything
     const int32_t pos = positions.i32()[r * positions.row_stride];
     PF_CHECK(pos >= 0, "rope: row {} has negative position {}", r, pos);
@@ -100,8 +88,7 @@ void CpuBackend::swiglu(const Tensor& gate, const Tensor& up, const Tensor& out)
   require_dtype(Op::SwiGlu, gate, "gate", DType::F32);
   require_dtype(Op::SwiGlu, up, "up", DType::F32);
   require_dtype(Op::SwiGlu, out, "out", DType::F32);
-  require_same_shape(Op::SwiGlu, gate, "gate", up, "up");
-  require_same_shape(Op::SwiGlu, gate, "gate", out, "out");
+  check_swiglu_shapes(gate, up, out);
   for (int64_t r = 0; r < gate.rows; ++r) {
     const float* g = gate.f32() + r * gate.row_stride;
     const float* u = up.f32() + r * up.row_stride;
@@ -120,8 +107,7 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
   require_dtype(Op::Add, a, "a", DType::F32);
   require_dtype(Op::Add, b, "b", DType::F32);
   require_dtype(Op::Add, out, "out", DType::F32);
-  require_same_shape(Op::Add, a, "a", b, "b");
-  require_same_shape(Op::Add, a, "a", out, "out");
+  check_add_shapes(a, b, out);
   for (int64_t r = 0; r < a.rows; ++r) {
     const float* ar = a.f32() + r * a.row_stride;
     const float* br = b.f32() + r * b.row_stride;
@@ -138,11 +124,7 @@ void CpuBackend::embedding(const Tensor& table, const Tensor& ids, int64_t vocab
   require_dtype(Op::Embedding, table, "table", DType::F32);
   require_dtype(Op::Embedding, ids, "ids", DType::I32);
   require_dtype(Op::Embedding, out, "out", DType::F32);
-  PF_CHECK(ids.rows == out.rows && ids.cols == 1, "embedding: ids is ({}, {}) but must be ({}, 1)",
-           ids.rows, ids.cols, out.rows);
-  PF_CHECK(table.cols == out.cols, "embedding: table has {} cols but out has {}", table.cols,
-           out.cols);
-  PF_CHECK(vocab_begin >= 0, "embedding: vocab_begin must be >= 0, got {}", vocab_begin);
+  check_embedding_shapes(table, ids, vocab_begin, out);
   for (int64_t r = 0; r < out.rows; ++r) {  // validate every id before writing anything
     const int32_t id = ids.i32()[r * ids.row_stride];
     PF_CHECK(id >= 0, "embedding: row {} has negative token id {}", r, id);

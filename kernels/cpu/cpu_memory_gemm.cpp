@@ -10,6 +10,7 @@
 
 #include "kernels/core/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/op_checks.h"
 
 namespace parafuse {
 
@@ -18,21 +19,6 @@ namespace cpu_detail {
 void require_dtype(Op op, const Tensor& t, const char* what, DType dtype) {
   PF_CHECK(t.dtype == dtype, "{}: {} has dtype {}, but the cpu backend needs {} here", op_name(op),
            what, dtype_name(t.dtype), dtype_name(dtype));
-}
-
-void require_view(Op op, const Tensor& t, const char* what) {
-  PF_CHECK(t.rows >= 0 && t.cols >= 0, "{}: {} has a negative shape ({}, {})", op_name(op), what,
-           t.rows, t.cols);
-  PF_CHECK(t.rows <= 1 || t.row_stride >= t.cols, "{}: {} has row_stride {} < cols {}", op_name(op),
-           what, t.row_stride, t.cols);
-  PF_CHECK(t.numel() == 0 || t.data != nullptr, "{}: {} ({}, {}) has no data", op_name(op), what,
-           t.rows, t.cols);
-}
-
-void require_same_shape(Op op, const Tensor& a, const char* a_what, const Tensor& b,
-                        const char* b_what) {
-  PF_CHECK(a.rows == b.rows && a.cols == b.cols, "{}: {} is ({}, {}) but {} is ({}, {})",
-           op_name(op), a_what, a.rows, a.cols, b_what, b.rows, b.cols);
 }
 
 }  // namespace cpu_detail
@@ -114,9 +100,7 @@ void CpuBackend::download_f32(const Tensor& src, float* host) {
 void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
   require_view(Op::Copy, src, "src");
   require_view(Op::Copy, dst, "dst");
-  require_same_shape(Op::Copy, src, "src", dst, "dst");
-  PF_CHECK(src.dtype == dst.dtype, "copy: src is {} but dst is {}", dtype_name(src.dtype),
-           dtype_name(dst.dtype));
+  check_copy_shapes(src, dst);
   PF_CHECK(supports(Op::Copy, src.dtype), "copy: dtype {} is not supported by the cpu backend",
            dtype_name(src.dtype));
   copy_rows(src.data, src.row_stride, dst.data, dst.row_stride, src.rows, src.cols,
@@ -130,11 +114,8 @@ void CpuBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float b
   require_dtype(Op::Gemm, x, "x", DType::F32);
   require_dtype(Op::Gemm, w, "w", DType::F32);
   require_dtype(Op::Gemm, y, "y", DType::F32);
+  check_gemm_shapes(x, w, y);
   const int64_t m = x.rows, k = x.cols, n = w.rows;
-  PF_CHECK(w.cols == k, "gemm: x is ({}, {}) but w is ({}, {}); w must be (n, {})", m, k, w.rows,
-           w.cols, k);
-  PF_CHECK(y.rows == m && y.cols == n, "gemm: y is ({}, {}) but x (m,k) * w (n,k)^T is ({}, {})",
-           y.rows, y.cols, m, n);
   PF_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX && x.row_stride <= INT32_MAX &&
                w.row_stride <= INT32_MAX && y.row_stride <= INT32_MAX,
            "gemm: shape ({}, {}, {}) exceeds the 32-bit BLAS interface", m, n, k);

@@ -13,28 +13,19 @@
 // which a GPU does without sorting.
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <numeric>
 #include <vector>
 
 #include "kernels/core/error.h"
 #include "kernels/core/random.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/op_checks.h"
 
 namespace parafuse {
 
 using namespace cpu_detail;
 
 namespace {
-
-void check_params(int64_t row, const SamplingParams& p) {
-  PF_CHECK(std::isfinite(p.temperature) && p.temperature >= 0.0f,
-           "sample: row {} has temperature {}; it must be finite and >= 0", row, p.temperature);
-  PF_CHECK(p.top_k >= 0, "sample: row {} has top_k {}; it must be >= 0 (0 disables it)", row,
-           p.top_k);
-  PF_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f,
-           "sample: row {} has top_p {}; it must be in (0, 1] (1 disables it)", row, p.top_p);
-}
 
 int32_t argmax(const float* logits, int64_t vocab) {
   int64_t best = 0;
@@ -102,13 +93,11 @@ int32_t sample_row(const float* logits, int64_t vocab, const SamplingParams& p,
 void CpuBackend::sample(const Tensor& logits, const SamplingParams* params, int32_t* ids_out) {
   require_view(Op::Sample, logits, "logits");
   require_dtype(Op::Sample, logits, "logits", DType::F32);
+  check_sample_shapes(logits, params, ids_out);
   const int64_t m = logits.rows, vocab = logits.cols;
   if (m == 0) return;
-  PF_CHECK(vocab > 0 && vocab <= std::numeric_limits<int32_t>::max(),
-           "sample: vocab size {} must be in [1, 2^31)", vocab);
-  PF_CHECK(params != nullptr && ids_out != nullptr, "sample: params and ids_out must not be null");
   for (int64_t r = 0; r < m; ++r) {  // validate every row before sampling any
-    check_params(r, params[r]);
+    check_sample_params(r, params[r]);
     const float* row = logits.f32() + r * logits.row_stride;
     for (int64_t i = 0; i < vocab; ++i) {
       PF_CHECK(!std::isnan(row[i]), "sample: row {} has a NaN logit at token {}", r, i);

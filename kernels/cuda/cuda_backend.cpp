@@ -10,6 +10,7 @@
 #include "kernels/cuda/cuda_common_host.h"
 #include "kernels/cuda/cuda_gemm.h"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/op_checks.h"
 
 namespace parafuse {
 
@@ -193,10 +194,7 @@ void CudaBackend::download_f32(const Tensor& src, float* host) {
 void CudaBackend::copy(const Tensor& src, const Tensor& dst) {
   require_transfer_view(src, "copy src");
   require_transfer_view(dst, "copy dst");
-  PF_CHECK(src.rows == dst.rows && src.cols == dst.cols,
-           "copy: src is ({}, {}) but dst is ({}, {})", src.rows, src.cols, dst.rows, dst.cols);
-  PF_CHECK(src.dtype == dst.dtype, "copy: src is {} but dst is {}", dtype_name(src.dtype),
-           dtype_name(dst.dtype));
+  check_copy_shapes(src, dst);
   PF_CHECK(supports(Op::Copy, src.dtype), "copy: dtype {} is not supported by the cuda backend",
            dtype_name(src.dtype));
   if (src.numel() == 0) return;

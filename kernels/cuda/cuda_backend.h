@@ -105,9 +105,9 @@ class CudaBackend final : public Backend {
   void check_device_errors();  // after a synchronization: throws what the kernels recorded
   void after_data_op();        // check_every_op: synchronize + check
   void refuse_in_capture(const char* what) const;
-  // Packs, validates and (when it changed) uploads the batch; returns the device view.
-  const cuda::AttentionMeta& attention_meta(Op op, const AttentionBatch& batch, int64_t rows,
-                                            int64_t n_slots);
+  // Validates the block tables against the cache, packs and (when it changed) uploads the
+  // batch; returns the device view. The caller has run check_attention_batch (op_checks.h).
+  const cuda::AttentionMeta& attention_meta(Op op, const AttentionBatch& batch, int64_t n_slots);
   float* attention_workspace(int64_t floats);
   void retire(Buffer buffer);  // keeps memory a captured graph may still use
 

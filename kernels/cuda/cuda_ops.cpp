@@ -1,7 +1,7 @@
-// CudaBackend ops: argument checks (with the op's name, as the CPU backend words them), the
-// attention metadata packing, and dispatch to the launchers of the .cu files.
+// CudaBackend ops: the cuda backend's own argument checks (dtypes, limits of its kernels; the
+// shape checks every backend shares are in kernels/op_checks.h), the attention metadata packing,
+// and dispatch to the launchers of the .cu files.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -13,18 +13,10 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/norm_rope.cuh"
 #include "kernels/cuda/sample.cuh"
+#include "kernels/op_checks.h"
 
 namespace parafuse {
 namespace {
-
-void require_view(Op op, const Tensor& t, const char* what) {
-  PF_CHECK(t.rows >= 0 && t.cols >= 0, "{}: {} has a negative shape ({}, {})", op_name(op), what,
-           t.rows, t.cols);
-  PF_CHECK(t.rows <= 1 || t.row_stride >= t.cols, "{}: {} has row_stride {} < cols {}", op_name(op),
-           what, t.row_stride, t.cols);
-  PF_CHECK(t.numel() == 0 || t.data != nullptr, "{}: {} ({}, {}) has no data", op_name(op), what,
-           t.rows, t.cols);
-}
 
 void require_float(Op op, const Tensor& t, const char* what) {
   PF_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16,
@@ -36,12 +28,6 @@ void require_same_dtype(Op op, const Tensor& a, const char* a_what, const Tensor
                         const char* b_what) {
   PF_CHECK(a.dtype == b.dtype, "{}: {} is {} but {} is {}; the cuda backend needs one dtype here",
            op_name(op), a_what, dtype_name(a.dtype), b_what, dtype_name(b.dtype));
-}
-
-void require_same_shape(Op op, const Tensor& a, const char* a_what, const Tensor& b,
-                        const char* b_what) {
-  PF_CHECK(a.rows == b.rows && a.cols == b.cols, "{}: {} is ({}, {}) but {} is ({}, {})",
-           op_name(op), a_what, a.rows, a.cols, b_what, b.rows, b.cols);
 }
 
 // View + float dtype check of an op's tensors, all in the dtype of the first.
@@ -63,11 +49,8 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float 
   PF_CHECK(y.dtype == x.dtype || y.dtype == DType::F32,
            "gemm: y is {} but x is {}; y must be F32 or x's dtype", dtype_name(y.dtype),
            dtype_name(x.dtype));
+  check_gemm_shapes(x, w, y);
   const int64_t m = x.rows, k = x.cols, n = w.rows;
-  PF_CHECK(w.cols == k, "gemm: x is ({}, {}) but w is ({}, {}); w must be (n, {})", m, k, w.rows,
-           w.cols, k);
-  PF_CHECK(y.rows == m && y.cols == n, "gemm: y is ({}, {}) but x (m,k) * w (n,k)^T is ({}, {})",
-           y.rows, y.cols, m, n);
   if (m == 0 || n == 0) return;
   if (k == 0) {
     cuda::launch_scale(y, beta, stream_);
@@ -78,13 +61,8 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float 
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) {
   require_floats(Op::RmsNorm, {{&x, "x"}, {&y, "y"}});
-  require_same_shape(Op::RmsNorm, x, "x", y, "y");
-  if (!weight.empty()) {
-    require_floats(Op::RmsNorm, {{&x, "x"}, {&weight, "weight"}});
-    PF_CHECK(weight.rows == 1 && weight.cols == x.cols,
-             "rmsnorm: weight is ({}, {}) but must be (1, {})", weight.rows, weight.cols, x.cols);
-  }
-  PF_CHECK(eps >= 0.0f, "rmsnorm: eps must be >= 0, got {}", eps);
+  if (!weight.empty()) require_floats(Op::RmsNorm, {{&x, "x"}, {&weight, "weight"}});
+  check_rmsnorm_shapes(x, weight, eps, y);
   cuda::launch_rmsnorm(x, Tensor{}, weight, eps, y, stream_);
 }
 
@@ -114,33 +92,20 @@ void CudaBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& i
            dtype_name(positions.dtype));
   PF_CHECK(inv_freq.dtype == DType::F32, "rope: inv_freq has dtype {}, expected F32",
            dtype_name(inv_freq.dtype));
-  PF_CHECK(n_heads > 0 && head_dim > 0 && head_dim % 2 == 0,
-           "rope: need n_heads > 0 and an even head_dim > 0, got n_heads {} head_dim {}", n_heads,
-           head_dim);
-  PF_CHECK(x.cols == int64_t(n_heads) * head_dim,
-           "rope: x has {} cols but n_heads {} * head_dim {} = {}", x.cols, n_heads, head_dim,
-           int64_t(n_heads) * head_dim);
-  PF_CHECK(positions.rows == x.rows && positions.cols == 1,
-           "rope: positions is ({}, {}) but must be ({}, 1)", positions.rows, positions.cols,
-           x.rows);
-  PF_CHECK(inv_freq.rows == 1 && inv_freq.cols == head_dim / 2,
-           "rope: inv_freq is ({}, {}) but must be (1, {})", inv_freq.rows, inv_freq.cols,
-           head_dim / 2);
+  check_rope_shapes(x, positions, inv_freq, n_heads, head_dim);
   cuda::launch_rope(x, positions, inv_freq, n_heads, head_dim, errors_, stream_);
   after_data_op();
 }
 
 void CudaBackend::swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) {
   require_floats(Op::SwiGlu, {{&gate, "gate"}, {&up, "up"}, {&out, "out"}});
-  require_same_shape(Op::SwiGlu, gate, "gate", up, "up");
-  require_same_shape(Op::SwiGlu, gate, "gate", out, "out");
+  check_swiglu_shapes(gate, up, out);
   cuda::launch_swiglu(gate, up, out, stream_);
 }
 
 void CudaBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
   require_floats(Op::Add, {{&a, "a"}, {&b, "b"}, {&out, "out"}});
-  require_same_shape(Op::Add, a, "a", b, "b");
-  require_same_shape(Op::Add, a, "a", out, "out");
+  check_add_shapes(a, b, out);
   cuda::launch_add(a, b, out, stream_);
 }
 
@@ -150,11 +115,7 @@ void CudaBackend::embedding(const Tensor& table, const Tensor& ids, int64_t voca
   require_view(Op::Embedding, ids, "ids");
   PF_CHECK(ids.dtype == DType::I32, "embedding: ids has dtype {}, expected I32",
            dtype_name(ids.dtype));
-  PF_CHECK(ids.rows == out.rows && ids.cols == 1, "embedding: ids is ({}, {}) but must be ({}, 1)",
-           ids.rows, ids.cols, out.rows);
-  PF_CHECK(table.cols == out.cols, "embedding: table has {} cols but out has {}", table.cols,
-           out.cols);
-  PF_CHECK(vocab_begin >= 0, "embedding: vocab_begin must be >= 0, got {}", vocab_begin);
+  check_embedding_shapes(table, ids, vocab_begin, out);
   cuda::launch_embedding(table, ids, vocab_begin, out, errors_, stream_);
   after_data_op();
 }
@@ -162,20 +123,13 @@ void CudaBackend::embedding(const Tensor& table, const Tensor& ids, int64_t voca
 // --- attention --------------------------------------------------------------------------------
 
 const cuda::AttentionMeta& CudaBackend::attention_meta(Op op, const AttentionBatch& batch,
-                                                       int64_t rows, int64_t n_slots) {
+                                                       int64_t n_slots) {
   const char* name = op_name(op).data();
   const int64_t bs = batch.block_size;
-  PF_CHECK(bs > 0, "{}: block_size must be > 0, got {}", name, bs);
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
   std::vector<int32_t> seqs, kv_rows, decode, tiles, tables;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const AttentionSeq& seq = batch.seqs[s];
-    PF_CHECK(seq.q_begin >= 0 && seq.n_new >= 0 && seq.n_past >= 0,
-             "{}: sequence {} has q_begin {}, n_new {}, n_past {}; all must be >= 0", name, s,
-             seq.q_begin, seq.n_new, seq.n_past);
-    PF_CHECK(seq.q_begin + seq.n_new <= rows,
-             "{}: sequence {} covers rows [{}, {}) but the batch tensor has {} rows", name, s,
-             seq.q_begin, seq.q_begin + seq.n_new, rows);
     const int64_t n_pos = seq.n_past + seq.n_new;
     PF_CHECK(n_pos <= kMax && n_slots <= kMax, "{}: sequence {} is too long for the cuda backend",
              name, s);
@@ -254,7 +208,8 @@ void CudaBackend::prepare_attention(const AttentionBatch& batch, int64_t n_slots
   refuse_in_capture("prepare_attention");
   int64_t rows = 0;
   for (const AttentionSeq& s : batch.seqs) rows = std::max(rows, s.q_begin + s.n_new);
-  attention_meta(Op::Attention, batch, rows, n_slots);
+  check_attention_batch(Op::Attention, batch, rows);
+  attention_meta(Op::Attention, batch, n_slots);
 }
 
 float* CudaBackend::attention_workspace(int64_t floats) {
@@ -269,11 +224,8 @@ float* CudaBackend::attention_workspace(int64_t floats) {
 void CudaBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache,
                            const Tensor& v_cache, const AttentionBatch& batch) {
   require_floats(Op::KvStore, {{&k, "k"}, {&v, "v"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}});
-  require_same_shape(Op::KvStore, k, "k", v, "v");
-  require_same_shape(Op::KvStore, k_cache, "k_cache", v_cache, "v_cache");
-  PF_CHECK(k.cols == k_cache.cols, "kv_store: k has {} cols but the cache rows have {}", k.cols,
-           k_cache.cols);
-  const cuda::AttentionMeta& meta = attention_meta(Op::KvStore, batch, k.rows, k_cache.rows);
+  check_kv_store_shapes(k, v, k_cache, v_cache, batch);
+  const cuda::AttentionMeta& meta = attention_meta(Op::KvStore, batch, k_cache.rows);
   cuda::launch_kv_store(k, v, k_cache, v_cache, meta, stream_);
 }
 
@@ -282,22 +234,12 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
                             const Tensor& out) {
   require_floats(Op::Attention,
                  {{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}, {&out, "out"}});
-  const int n_heads = shape.n_heads, n_kv_heads = shape.n_kv_heads, hd = shape.head_dim;
-  PF_CHECK(n_heads > 0 && n_kv_heads > 0 && hd > 0 && n_heads % n_kv_heads == 0,
-           "attention: bad shape n_heads {} n_kv_heads {} head_dim {} (n_heads must be a positive "
-           "multiple of n_kv_heads)",
-           n_heads, n_kv_heads, hd);
-  PF_CHECK(hd <= cuda::kMaxHeadDim, "attention: head_dim {} exceeds the cuda backend's {}", hd,
+  check_attention_shapes(q, k_cache, v_cache, batch, shape, out);
+  PF_CHECK(shape.head_dim <= cuda::kMaxHeadDim,
+           "attention: head_dim {} exceeds the cuda backend's {}", shape.head_dim,
            cuda::kMaxHeadDim);
-  PF_CHECK(std::isfinite(shape.scale), "attention: scale must be finite, got {}", shape.scale);
-  require_same_shape(Op::Attention, q, "q", out, "out");
-  require_same_shape(Op::Attention, k_cache, "k_cache", v_cache, "v_cache");
-  PF_CHECK(q.cols == int64_t(n_heads) * hd, "attention: q has {} cols but n_heads {} * head_dim {}",
-           q.cols, n_heads, hd);
-  PF_CHECK(k_cache.cols == int64_t(n_kv_heads) * hd,
-           "attention: the cache rows have {} cols but n_kv_heads {} * head_dim {}", k_cache.cols,
-           n_kv_heads, hd);
-  const cuda::AttentionMeta& meta = attention_meta(Op::Attention, batch, q.rows, k_cache.rows);
+  const int n_heads = shape.n_heads;
+  const cuda::AttentionMeta& meta = attention_meta(Op::Attention, batch, k_cache.rows);
   if (meta.n_decode == 0 && meta.n_tiles == 0) return;
   // Split decode rows over keys until the grid covers the GPU twice (a function of the batch
   // shape only, so a captured graph stays valid as the context grows).
@@ -318,20 +260,10 @@ void CudaBackend::sample(const Tensor& logits, const SamplingParams* params, int
   require_view(Op::Sample, logits, "logits");
   PF_CHECK(logits.dtype == DType::F32, "sample: logits has dtype {}, but sampling reads F32",
            dtype_name(logits.dtype));
-  const int64_t m = logits.rows, vocab = logits.cols;
+  check_sample_shapes(logits, params, ids_out);
+  const int64_t m = logits.rows;
   if (m == 0) return;
-  PF_CHECK(vocab > 0 && vocab <= std::numeric_limits<int32_t>::max(),
-           "sample: vocab size {} must be in [1, 2^31)", vocab);
-  PF_CHECK(params != nullptr && ids_out != nullptr, "sample: params and ids_out must not be null");
-  for (int64_t r = 0; r < m; ++r) {
-    const SamplingParams& p = params[r];
-    PF_CHECK(std::isfinite(p.temperature) && p.temperature >= 0.0f,
-             "sample: row {} has temperature {}; it must be finite and >= 0", r, p.temperature);
-    PF_CHECK(p.top_k >= 0, "sample: row {} has top_k {}; it must be >= 0 (0 disables it)", r,
-             p.top_k);
-    PF_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f,
-             "sample: row {} has top_p {}; it must be in (0, 1] (1 disables it)", r, p.top_p);
-  }
+  for (int64_t r = 0; r < m; ++r) check_sample_params(r, params[r]);
   const size_t params_bytes = size_t(m) * sizeof(SamplingParams);
   const size_t results_bytes = size_t(m) * sizeof(cuda::SampleResult);
   if (sample_params_.bytes() < params_bytes) sample_params_ = pool_->allocate(params_bytes);
