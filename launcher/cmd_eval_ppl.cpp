@@ -1,6 +1,4 @@
 // `parafuse eval-ppl`: perplexity of a model on a text file, on one rank or a TP x PP job.
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -18,14 +16,6 @@ struct EvalPplArgs {
   bool quiet = false;
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PF_CHECK(in.good(), "cannot read text file '{}'", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 int run_eval_ppl(const EvalPplArgs& a, LaunchContext& launch) {
   std::vector<int32_t> ids;
   auto configure = [&](RunConfig& run) {
@@ -34,11 +24,7 @@ int run_eval_ppl(const EvalPplArgs& a, LaunchContext& launch) {
       run.batch.kv_cache_tokens = std::max(run.batch.kv_cache_tokens, a.max_tokens + 16);
   };
   auto check = [&](Session& s) {
-    const Tokenizer& tok = s.tokenizer();
-    if (tok.add_bos()) ids.push_back(tok.bos_id());
-    const auto body = tok.encode(read_text(a.text_file), false);
-    ids.insert(ids.end(), body.begin(), body.end());
-    if (a.max_tokens > 0 && int64_t(ids.size()) > a.max_tokens) ids.resize(size_t(a.max_tokens));
+    ids = tokenize_text_file(s.tokenizer(), a.text_file, a.max_tokens);
     const int64_t limit = std::min(s.run.batch.kv_cache_tokens, s.files.config.max_position_embeddings);
     PF_CHECK(int64_t(ids.size()) <= limit,
              "{} tokens do not fit (context {}, KV cache {} tokens): pass --max-tokens",

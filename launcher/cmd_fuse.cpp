@@ -3,8 +3,6 @@
 // (--text), and the per-token decode latency at batch 1 and 32 on this process (--bench).
 // Latency at tp=2: `parafuse bench` under `mpirun -np 2` on both folders (bench/fusion_demo.sh).
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -32,14 +30,6 @@ struct FuseArgs {
   bool quiet = false;
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PF_CHECK(in.good(), "cannot read text file '{}'", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string millions(int64_t n) { return fmt::format("{:.2f} M", double(n) / 1e6); }
 
 int run_fuse(const FuseArgs& a, LaunchContext& launch) {
@@ -49,12 +39,7 @@ int run_fuse(const FuseArgs& a, LaunchContext& launch) {
     require_single_rank(s, "fuse");
     plan = load_fusion_plan(a.plan_path);
     plan.validate(s.files.config);
-    if (!a.text_file.empty()) {
-      const Tokenizer& tok = s.tokenizer();
-      heldout = tok.encode(read_text(a.text_file), false);
-      if (int64_t(heldout.size()) > a.tokens) heldout.resize(size_t(a.tokens));
-      PF_CHECK(heldout.size() >= 2, "--text '{}' holds fewer than 2 tokens", a.text_file);
-    }
+    if (!a.text_file.empty()) heldout = text_tokens(s, a.text_file, a.tokens, "fuse");
   };
   Session s = open_session(a.run, launch, a.quiet, {}, check);
   QualityBaseline baseline;

@@ -79,14 +79,6 @@ void feed_tokens(Engine& engine, std::span<const int32_t> tokens, int64_t& row_o
   }
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PF_CHECK(in.good(), "cannot read text file '{}'", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 std::vector<int> fusion_candidates(const ModelConfig& config) {
@@ -304,7 +296,7 @@ void save_analysis(const FusionAnalysis& analysis, const std::string& path) {
 }
 
 FusionAnalysis load_analysis(const std::string& path) {
-  const std::string text = read_text(path);
+  const std::string text = read_text_file(path);
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
@@ -314,14 +306,5 @@ FusionAnalysis load_analysis(const std::string& path) {
   return analysis_from_json(j, path);
 }
 
-std::vector<int32_t> tokenize_text_file(const Tokenizer& tokenizer, const std::string& path,
-                                        int64_t max_tokens) {
-  std::vector<int32_t> ids;
-  if (tokenizer.add_bos()) ids.push_back(int32_t(tokenizer.bos_id()));
-  const std::vector<int32_t> body = tokenizer.encode(read_text(path), false);
-  ids.insert(ids.end(), body.begin(), body.end());
-  if (max_tokens > 0 && int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
-  return ids;
-}
 
 }  // namespace parafuse

@@ -88,8 +88,4 @@ FusionAnalysis analysis_from_json(const nlohmann::json& json, const std::string&
 void save_analysis(const FusionAnalysis& analysis, const std::string& path);
 FusionAnalysis load_analysis(const std::string& path);
 
-// The text file as ids (BOS first when the tokenizer adds one), at most `max_tokens` (0: all).
-std::vector<int32_t> tokenize_text_file(const Tokenizer& tokenizer, const std::string& path,
-                                        int64_t max_tokens);
-
 }  // namespace parafuse

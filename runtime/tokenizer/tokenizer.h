@@ -93,6 +93,13 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// A whole file's bytes; throws naming the path when it cannot be read.
+std::string read_text_file(const std::string& path);
+// A text file as ids (BOS first when the tokenizer adds one; special-token text is not
+// parsed), at most `max_tokens` (0: all). What eval-ppl, analyze, plan and fuse score.
+std::vector<int32_t> tokenize_text_file(const Tokenizer& tokenizer, const std::string& path,
+                                        int64_t max_tokens = 0);
+
 // Turns a stream of token ids into UTF-8 text pieces, holding back incomplete sequences.
 class StreamDecoder {
  public:
