@@ -4,8 +4,8 @@
 // exact sum is known; a wrong element is counted, never hidden). The transport part streams
 // a window of messages from rank 0 to rank 1 over each transport ("mpi", "ucx"), osu_bw style.
 //
-//   mpirun -np 4 build/bench_collectives
-//   mpirun -np 2 build/bench_collectives --max-bytes 16MiB --transports ucx --json out.json
+//   mpirun -np 4 build/bench/bench_collectives
+//   mpirun -np 2 build/bench/bench_collectives --max-bytes 16MiB --transports ucx --json out.json
 #include <algorithm>
 #include <chrono>
 #include <cstring>

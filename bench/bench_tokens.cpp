@@ -2,8 +2,8 @@
 // (one forward, chunked by --max-batch-tokens) and for batch-1 decode, each the median of
 // --reps runs after one warm-up. Prints a table and writes JSON (--json).
 //
-//   build/bench_tokens                          SmolLM2-135M, 1 thread, 512-token prefill
-//   build/bench_tokens -m synthetic:CFG.json --threads 2 --json out.json
+//   build/bench/bench_tokens                          SmolLM2-135M, 1 thread, 512-token prefill
+//   build/bench/bench_tokens -m synthetic:CFG.json --threads 2 --json out.json
 #include <algorithm>
 #include <chrono>
 #include <fstream>
