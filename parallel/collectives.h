@@ -6,6 +6,7 @@
 // loudly naming the collective and the ranks (never a silent hang).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -21,6 +22,23 @@ struct CollectiveStats {
   int64_t bytes = 0;
   double seconds = 0.0;  // wall time inside collective calls
   void reset() { *this = CollectiveStats{}; }
+};
+
+// Adds the wall time of one collective call (its scope) to the stats, however it exits.
+class CollectiveTimer {
+ public:
+  explicit CollectiveTimer(CollectiveStats& stats) : stats_(stats) {}
+  ~CollectiveTimer() {
+    stats_.seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  std::chrono::steady_clock::time_point start() const { return start_; }
+  CollectiveTimer(const CollectiveTimer&) = delete;
+  CollectiveTimer& operator=(const CollectiveTimer&) = delete;
+
+ private:
+  CollectiveStats& stats_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
 class Collectives {

@@ -43,21 +43,6 @@ bool poll_request(MPI_Request& req, std::chrono::milliseconds timeout) {
   });
 }
 
-// Adds the time spent inside one collective call to the stats, also when it throws.
-class CallTimer {
- public:
-  explicit CallTimer(CollectiveStats& stats) : stats_(stats) {}
-  ~CallTimer() {
-    stats_.seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
-  std::chrono::steady_clock::time_point start() const { return start_; }
-
- private:
-  CollectiveStats& stats_;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
-
 // Largest element count per MPI call (MPI counts are int).
 constexpr int64_t kMaxCount = int64_t(1) << 30;
 
@@ -185,7 +170,7 @@ void MpiCollectives::wait(MPI_Request& req, const char* what,
 }
 
 void MpiCollectives::all_reduce_sum(const Tensor& t) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.all_reduce_calls;
   PF_CHECK(t.dtype == DType::F32, "all_reduce on {}: supports F32 tensors, got {}", name_,
            dtype_name(t.dtype));
@@ -214,7 +199,7 @@ void MpiCollectives::all_reduce_sum(const Tensor& t) {
 }
 
 void MpiCollectives::all_gather_rows(const Tensor& local, const Tensor& out) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.all_gather_calls;
   PF_CHECK(local.dtype == out.dtype && local.cols == out.cols && out.rows == local.rows * size_,
            "all_gather on {}: out ({}, {}) {} must be ({} ranks x {} rows, {}) {}", name_, out.rows,
@@ -253,7 +238,7 @@ void MpiCollectives::all_gather_rows(const Tensor& local, const Tensor& out) {
 }
 
 void MpiCollectives::broadcast_bytes(void* data, size_t bytes, int root) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.broadcast_calls;
   PF_CHECK(0 <= root && root < size_, "broadcast on {}: root {} is outside the group of {}", name_,
            root, size_);
@@ -270,7 +255,7 @@ void MpiCollectives::broadcast_bytes(void* data, size_t bytes, int root) {
 }
 
 void MpiCollectives::barrier() {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.barrier_calls;
   reap_abandoned();
   MPI_Request req = MPI_REQUEST_NULL;

@@ -97,19 +97,6 @@ ncclDataType_t nccl_type(DType t, const std::string& where) {
   }
 }
 
-class CallTimer {
- public:
-  explicit CallTimer(CollectiveStats& stats) : stats_(stats) {}
-  ~CallTimer() {
-    stats_.seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
-
- private:
-  CollectiveStats& stats_;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
-
 size_t pitch(const Tensor& t) {
   return size_t(t.rows <= 1 ? t.cols : t.row_stride) * dtype_size(t.dtype);
 }
@@ -160,7 +147,7 @@ void NcclCollectives::finish(const char* what) {
 }
 
 void NcclCollectives::all_reduce_sum(const Tensor& t) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.all_reduce_calls;
   const std::string where = fmt::format("all_reduce on {}", name_);
   const ncclDataType_t type = nccl_type(t.dtype, where);
@@ -183,7 +170,7 @@ void NcclCollectives::all_reduce_sum(const Tensor& t) {
 }
 
 void NcclCollectives::all_gather_rows(const Tensor& local, const Tensor& out) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.all_gather_calls;
   PF_CHECK(local.dtype == out.dtype && local.cols == out.cols && out.rows == local.rows * size(),
            "all_gather on {}: out ({}, {}) {} must be ({} ranks x {} rows, {}) {}", name_, out.rows,
@@ -215,14 +202,14 @@ void NcclCollectives::all_gather_rows(const Tensor& local, const Tensor& out) {
 }
 
 void NcclCollectives::broadcast_bytes(void* data, size_t bytes, int root) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.broadcast_calls;
   stats_.bytes += int64_t(bytes);
   host_->broadcast_bytes(data, bytes, root);
 }
 
 void NcclCollectives::barrier() {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.barrier_calls;
   host_->barrier();
 }

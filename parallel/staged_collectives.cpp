@@ -8,19 +8,6 @@
 namespace parafuse {
 namespace {
 
-class CallTimer {
- public:
-  explicit CallTimer(CollectiveStats& stats) : stats_(stats) {}
-  ~CallTimer() {
-    stats_.seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  }
-
- private:
-  CollectiveStats& stats_;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
-
 Tensor host_view(std::vector<float>& v, int64_t rows, int64_t cols) {
   v.resize(size_t(rows * cols));
   return Tensor{v.data(), DType::F32, rows, cols, cols};
@@ -29,7 +16,7 @@ Tensor host_view(std::vector<float>& v, int64_t rows, int64_t cols) {
 }  // namespace
 
 void StagedCollectives::all_reduce_sum(const Tensor& t) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.all_reduce_calls;
   stats_.bytes += int64_t(t.bytes());
   if (t.numel() == 0) return;
@@ -40,7 +27,7 @@ void StagedCollectives::all_reduce_sum(const Tensor& t) {
 }
 
 void StagedCollectives::all_gather_rows(const Tensor& local, const Tensor& out) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.all_gather_calls;
   PF_CHECK(local.dtype == out.dtype && local.cols == out.cols && out.rows == local.rows * size(),
            "all_gather on {}: out ({}, {}) must be ({} ranks x {} rows, {})", name(), out.rows,
@@ -55,14 +42,14 @@ void StagedCollectives::all_gather_rows(const Tensor& local, const Tensor& out) 
 }
 
 void StagedCollectives::broadcast_bytes(void* data, size_t bytes, int root) {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.broadcast_calls;
   stats_.bytes += int64_t(bytes);
   host_.broadcast_bytes(data, bytes, root);
 }
 
 void StagedCollectives::barrier() {
-  CallTimer timer(stats_);
+  CollectiveTimer timer(stats_);
   ++stats_.barrier_calls;
   host_.barrier();
 }
