@@ -10,6 +10,7 @@
 //   cpu_sampling.cpp      greedy / temperature / top-k / top-p sampling
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 #include <string_view>
 
@@ -62,6 +63,14 @@ namespace cpu_detail {
 // The CPU sources' dtype check (F32 or I32, per tensor); throws an Error naming the op. The
 // checks every backend shares are in kernels/op_checks.h.
 void require_dtype(Op op, const Tensor& t, const char* what, DType dtype);
+
+struct TensorArg {
+  const Tensor& tensor;
+  const char* name;
+  DType dtype;
+};
+// require_view for every tensor, then require_dtype for every tensor, in order.
+void require_tensors(Op op, std::initializer_list<TensorArg> tensors);
 }  // namespace cpu_detail
 
 }  // namespace parafuse

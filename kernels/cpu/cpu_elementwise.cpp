@@ -17,10 +17,7 @@ namespace parafuse {
 using namespace cpu_detail;
 
 void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) {
-  require_view(Op::RmsNorm, x, "x");
-  require_view(Op::RmsNorm, y, "y");
-  require_dtype(Op::RmsNorm, x, "x", DType::F32);
-  require_dtype(Op::RmsNorm, y, "y", DType::F32);
+  require_tensors(Op::RmsNorm, {{x, "x", DType::F32}, {y, "y", DType::F32}});
   const bool has_weight = !weight.empty();
   if (has_weight) {
     require_view(Op::RmsNorm, weight, "weight");
@@ -46,12 +43,9 @@ void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const
 
 void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& inv_freq, int n_heads,
                       int head_dim) {
-  require_view(Op::Rope, x, "x");
-  require_view(Op::Rope, positions, "positions");
-  require_view(Op::Rope, inv_freq, "inv_freq");
-  require_dtype(Op::Rope, x, "x", DType::F32);
-  require_dtype(Op::Rope, positions, "positions", DType::I32);
-  require_dtype(Op::Rope, inv_freq, "inv_freq", DType::F32);
+  require_tensors(Op::Rope, {{x, "x", DType::F32},
+                             {positions, "positions", DType::I32},
+                             {inv_freq, "inv_freq", DType::F32}});
   check_rope_shapes(x, positions, inv_freq, n_heads, head_dim);
   const int half = head_dim / 2;
   for (int64_t r = 0; r < x.rows; ++r) {  // validate every position before rotating anything
@@ -82,12 +76,8 @@ void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& in
 }
 
 void CpuBackend::swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  require_view(Op::SwiGlu, gate, "gate");
-  require_view(Op::SwiGlu, up, "up");
-  require_view(Op::SwiGlu, out, "out");
-  require_dtype(Op::SwiGlu, gate, "gate", DType::F32);
-  require_dtype(Op::SwiGlu, up, "up", DType::F32);
-  require_dtype(Op::SwiGlu, out, "out", DType::F32);
+  require_tensors(Op::SwiGlu,
+                  {{gate, "gate", DType::F32}, {up, "up", DType::F32}, {out, "out", DType::F32}});
   check_swiglu_shapes(gate, up, out);
   for (int64_t r = 0; r < gate.rows; ++r) {
     const float* g = gate.f32() + r * gate.row_stride;
@@ -101,12 +91,7 @@ void CpuBackend::swiglu(const Tensor& gate, const Tensor& up, const Tensor& out)
 }
 
 void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
-  require_view(Op::Add, a, "a");
-  require_view(Op::Add, b, "b");
-  require_view(Op::Add, out, "out");
-  require_dtype(Op::Add, a, "a", DType::F32);
-  require_dtype(Op::Add, b, "b", DType::F32);
-  require_dtype(Op::Add, out, "out", DType::F32);
+  require_tensors(Op::Add, {{a, "a", DType::F32}, {b, "b", DType::F32}, {out, "out", DType::F32}});
   check_add_shapes(a, b, out);
   for (int64_t r = 0; r < a.rows; ++r) {
     const float* ar = a.f32() + r * a.row_stride;
@@ -118,12 +103,9 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, const Tensor& out) {
 
 void CpuBackend::embedding(const Tensor& table, const Tensor& ids, int64_t vocab_begin,
                            const Tensor& out) {
-  require_view(Op::Embedding, table, "table");
-  require_view(Op::Embedding, ids, "ids");
-  require_view(Op::Embedding, out, "out");
-  require_dtype(Op::Embedding, table, "table", DType::F32);
-  require_dtype(Op::Embedding, ids, "ids", DType::I32);
-  require_dtype(Op::Embedding, out, "out", DType::F32);
+  require_tensors(
+      Op::Embedding,
+      {{table, "table", DType::F32}, {ids, "ids", DType::I32}, {out, "out", DType::F32}});
   check_embedding_shapes(table, ids, vocab_begin, out);
   for (int64_t r = 0; r < out.rows; ++r) {  // validate every id before writing anything
     const int32_t id = ids.i32()[r * ids.row_stride];

@@ -21,6 +21,11 @@ void require_dtype(Op op, const Tensor& t, const char* what, DType dtype) {
            what, dtype_name(t.dtype), dtype_name(dtype));
 }
 
+void require_tensors(Op op, std::initializer_list<TensorArg> tensors) {
+  for (const TensorArg& t : tensors) require_view(op, t.tensor, t.name);
+  for (const TensorArg& t : tensors) require_dtype(op, t.tensor, t.name, t.dtype);
+}
+
 }  // namespace cpu_detail
 
 using namespace cpu_detail;
@@ -108,12 +113,7 @@ void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
 }
 
 void CpuBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float beta) {
-  require_view(Op::Gemm, x, "x");
-  require_view(Op::Gemm, w, "w");
-  require_view(Op::Gemm, y, "y");
-  require_dtype(Op::Gemm, x, "x", DType::F32);
-  require_dtype(Op::Gemm, w, "w", DType::F32);
-  require_dtype(Op::Gemm, y, "y", DType::F32);
+  require_tensors(Op::Gemm, {{x, "x", DType::F32}, {w, "w", DType::F32}, {y, "y", DType::F32}});
   check_gemm_shapes(x, w, y);
   const int64_t m = x.rows, k = x.cols, n = w.rows;
   PF_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX && x.row_stride <= INT32_MAX &&
