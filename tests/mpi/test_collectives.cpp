@@ -13,23 +13,13 @@
 #include <vector>
 
 #include "parallel/mpi_comm.h"
+#include "tests/mpi/mpi_test_util.h"
 
 namespace parafuse {
 namespace {
 
 using std::chrono::milliseconds;
 using ::testing::HasSubstr;
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
 
 Tensor f32_view(std::vector<float>& v, int64_t rows, int64_t cols, int64_t stride) {
   return Tensor{v.data(), DType::F32, rows, cols, stride};

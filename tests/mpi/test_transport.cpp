@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "parallel/mpi_comm.h"
+#include "tests/mpi/mpi_test_util.h"
 #include "parallel/transport.h"
 #if defined(PARAFUSE_HAS_CUDA)
 #include "kernels/cuda/cuda_backend.h"  // cuda_device_count
@@ -23,17 +24,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using ::testing::HasSubstr;
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
 
 // Exact in F32 for the sizes used here (< 2^24).
 float payload(int sender, uint64_t tag, int64_t i) {
