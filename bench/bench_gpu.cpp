@@ -2,7 +2,8 @@
 // against a ceiling measured in the same run.
 //   copy      device-to-device cudaMemcpy of a 2 GiB buffer: bytes read + written / time
 //   decode    batch-1 decode steps of a Llama-3.1-8B-shaped synthetic model through Engine
-//             (bf16): weight bytes read per step / step time, as a fraction of copy bandwidth
+//             (bf16), eager and then replayed as CUDA graphs: weight bytes read per step /
+//             step time, as a fraction of copy bandwidth
 //   gemm      a prefill-sized GEMM (m=4096, k=4096, n=14336) through CudaBackend::gemm
 //             (cuBLASLt) vs a direct cublasGemmEx bf16 call on the same shape
 //   ffn       k SwiGLU FFNs run one after another vs fused into one k-times-wider FFN, at
@@ -136,7 +137,7 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
   SyntheticWeightSource synthetic(config, 1);
   ReusedLayerSource weights(synthetic);
   EngineOptions eo;
-  eo.kv_cache_tokens = o.prompt_tokens + o.decode_steps + 64;
+  eo.kv_cache_tokens = o.prompt_tokens + 2 * o.decode_steps + 64;
   eo.max_batch_tokens = o.prompt_tokens;
   const auto t0 = std::chrono::steady_clock::now();
   Engine engine(config, weights, be, eo);
@@ -159,28 +160,44 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
   std::vector<int32_t> next = engine.sample(logits, {&greedy, 1});
   const double prefill_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tp0).count();
-  std::vector<double> step_ms;
-  for (int s = 0; s < o.decode_steps; ++s) {
-    const auto ts = std::chrono::steady_clock::now();
-    const SeqTokens step{0, next, false};
-    logits = engine.forward({&step, 1});
-    next = engine.sample(logits, {&greedy, 1});  // waits for the device: the step is complete
-    step_ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count());
+  // Eager steps first, then the same steps replayed as CUDA graphs (the engine's default);
+  // each step ends with sampling, which waits for the device.
+  std::vector<double> step_ms, eager_ms;
+  int64_t graph_steps = 0;
+  for (const bool graphs : {false, true}) {
+    engine.set_graphs(graphs);
+    std::vector<double>& out = graphs ? step_ms : eager_ms;
+    const int64_t replayed_before = engine.stats().graph_steps;
+    for (int s = 0; s < o.decode_steps; ++s) {
+      const auto ts = std::chrono::steady_clock::now();
+      const SeqTokens step{0, next, false};
+      logits = engine.forward({&step, 1});
+      next = engine.sample(logits, {&greedy, 1});
+      out.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count());
+    }
+    if (graphs) graph_steps = engine.stats().graph_steps - replayed_before;
   }
   engine.remove_sequence(0);
-  std::vector<double> sorted = step_ms;
-  std::sort(sorted.begin(), sorted.end());
-  const double ms = sorted[sorted.size() / 2];
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double ms = median(step_ms), ms_eager = median(eager_ms);
   const double gbps = double(step_bytes) / (ms * 1e-3) / 1e9;
+  const double gbps_eager = double(step_bytes) / (ms_eager * 1e-3) / 1e9;
   std::printf(
-      "decode    %s, batch 1, context %d..%d: %.3f ms/step (median of %d), %.1f tok/s, "
-      "%.2f GB weights/step -> %.0f GB/s = %.1f%% of copy bandwidth (load %.1f s, prefill "
-      "%d tokens %.1f ms)\n",
-      o.model.c_str(), o.prompt_tokens, o.prompt_tokens + o.decode_steps, ms, o.decode_steps,
-      1e3 / ms, double(step_bytes) / 1e9, gbps, 100.0 * gbps / copy_gbps, load_s, o.prompt_tokens,
-      prefill_ms);
+      "decode    %s, batch 1, context %d..%d: CUDA graphs %.3f ms/step (median of %d, %ld "
+      "replayed), %.1f tok/s, %.2f GB weights/step -> %.0f GB/s = %.1f%% of copy bandwidth; "
+      "eager %.3f ms/step = %.1f%% (load %.1f s, prefill %d tokens %.1f ms)\n",
+      o.model.c_str(), o.prompt_tokens, o.prompt_tokens + 2 * o.decode_steps, ms, o.decode_steps,
+      long(graph_steps), 1e3 / ms, double(step_bytes) / 1e9, gbps, 100.0 * gbps / copy_gbps,
+      ms_eager, 100.0 * gbps_eager / copy_gbps, load_s, o.prompt_tokens, prefill_ms);
   return {{"model", o.model},
+          {"graph_steps", graph_steps},
+          {"eager_step_ms_median", ms_eager},
+          {"eager_step_ms_all", eager_ms},
+          {"eager_fraction_of_copy_bandwidth", gbps_eager / copy_gbps},
           {"weights", weights.description()},
           {"batch", 1},
           {"prompt_tokens", o.prompt_tokens},

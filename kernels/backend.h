@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -149,6 +150,22 @@ class Backend {
   // One token id per row of logits (m, vocab) F32, written to host ids_out[m]; params[m] (host)
   // holds one SamplingParams per row. Bad params or a NaN logit are errors.
   virtual void sample(const Tensor& logits, const SamplingParams* params, int32_t* ids_out) = 0;
+
+  // --- step graphs (CUDA graphs; other backends run fn directly) ----------------------------
+  // Where records_graphs(), run_graph(key, fn) records fn's ops the first time `key` is seen
+  // and replays the recording afterwards: fn may not move host data or wait, so inputs go to
+  // fixed device addresses first, and the step's attention metadata is staged with
+  // prepare_attention(batch, n_slots). clear_graphs() drops every recording (call it when a
+  // recorded address is freed).
+  virtual bool records_graphs() const { return false; }
+  virtual void prepare_attention(const AttentionBatch& batch, int64_t n_slots) {
+    (void)batch, (void)n_slots;
+  }
+  virtual void run_graph(const std::string& key, const std::function<void()>& fn) {
+    (void)key;
+    fn();
+  }
+  virtual void clear_graphs() {}
 };
 
 }  // namespace parafuse

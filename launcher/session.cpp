@@ -10,10 +10,12 @@
 #include "kernels/cpu/cpu_backend.h"
 #if defined(PARAFUSE_HAS_CUDA)
 #include "kernels/cuda/cuda_backend.h"
+#include "parallel/nccl_collectives.h"
 #endif
 #include "launcher/progress_bar.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/process_grid.h"
+#include "parallel/staged_collectives.h"
 #include "parallel/transport.h"
 #include "runtime/fusion/fusion_plan.h"
 
@@ -49,6 +51,33 @@ std::unique_ptr<Backend> make_backend(const RunConfig& run) {
   return make_cpu_backend(resolve_threads(run.threads));
 }
 
+// Whether every rank on this node can have a GPU of its own (make_backend's device choice).
+bool gpus_per_rank_ok(LaunchContext& launch) {
+#if defined(PARAFUSE_HAS_CUDA)
+  const LocalRank local = launch.mpi ? launch.mpi->local() : LocalRank{};
+  return cuda_device_count() >= std::max(1, local.size);
+#else
+  (void)launch;
+  return false;
+#endif
+}
+
+// The TP group's collectives over the device backend's tensors.
+std::unique_ptr<Collectives> make_device_tp(Session& s, bool own_gpus,
+                                            std::chrono::milliseconds timeout) {
+#if defined(PARAFUSE_HAS_CUDA)
+  if (own_gpus) {
+    auto& cuda = dynamic_cast<CudaBackend&>(*s.backend);
+    return std::make_unique<NcclCollectives>(
+        s.tp_group->get(), fmt::format("tp group of stage {} (nccl)", s.grid->pp_stage()),
+        s.grid->tp_group(), cuda.device(), cuda.stream(), timeout);
+  }
+#else
+  (void)own_gpus, (void)timeout;
+#endif
+  return std::make_unique<StagedCollectives>(*s.tp, *s.backend);
+}
+
 }  // namespace
 
 Session::Session() = default;
@@ -65,7 +94,9 @@ int resolve_threads(int requested) {
   return int(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-bool Session::is_root() const { return !grid || grid->world_rank() == 0; }
+bool Session::is_root() const {
+  return !grid || grid->world_rank() == 0;
+}
 
 const Tokenizer& Session::tokenizer() const {
   PF_CHECK(files.tokenizer.has_value(),
@@ -89,8 +120,8 @@ Session open_session(const RunConfigOverrides& overrides, LaunchContext& launch,
     s.world_group = std::make_unique<MpiComm>(MPI_COMM_WORLD, 0, world_rank);
     std::vector<int> all(static_cast<size_t>(world_size));
     for (int r = 0; r < world_size; ++r) all[size_t(r)] = r;
-    s.world = std::make_unique<MpiCollectives>(s.world_group->get(), "world", all,
-                                               collective_timeout);
+    s.world =
+        std::make_unique<MpiCollectives>(s.world_group->get(), "world", all, collective_timeout);
   }
   // Runs `local` on every rank; if it failed anywhere, every rank throws the first failure.
   auto agree = [&](const std::function<void()>& local) {
@@ -140,13 +171,33 @@ Session open_session(const RunConfigOverrides& overrides, LaunchContext& launch,
   if (launch.mpi) {
     // Collective: every rank builds the same groups.
     s.tp_group = std::make_unique<MpiComm>(MPI_COMM_WORLD, s.grid->pp_stage(), s.grid->tp_rank());
-    s.tp = std::make_unique<MpiCollectives>(
-        s.tp_group->get(), fmt::format("tp group of stage {}", s.grid->pp_stage()),
-        s.grid->tp_group(), collective_timeout);
-    if (run.pp > 1)
-      s.transport = make_transport(run.transport, MPI_COMM_WORLD, to_ms(run.timeouts.transport_seconds));
+    s.tp = std::make_unique<MpiCollectives>(s.tp_group->get(),
+                                            fmt::format("tp group of stage {}", s.grid->pp_stage()),
+                                            s.grid->tp_group(), collective_timeout);
+    const bool on_device = s.backend->name() != "cpu";
+    // NCCL needs a GPU of its own for every rank; decided together so all ranks agree.
+    std::vector<float> lacking = {on_device && gpus_per_rank_ok(launch) ? 0.0f : 1.0f};
+    s.world->all_reduce_sum(Tensor{lacking.data(), DType::F32, 1, 1, 1});
+    const bool own_gpus = lacking[0] == 0.0f;
+    agree([&] {
+      PF_CHECK(run.pp == 1 || run.transport != "nccl" || (on_device && own_gpus),
+               "transport 'nccl' needs the cuda backend and one GPU per rank ({}); use \"mpi\" or "
+               "\"ucx\", which stage device tensors through host memory",
+               on_device ? "some node has more ranks than GPUs" : "the backend is cpu");
+    });
+    if (on_device && run.tp > 1) s.tp_device = make_device_tp(s, own_gpus, collective_timeout);
+    if (run.pp > 1) {
+      s.transport =
+          make_transport(run.transport, MPI_COMM_WORLD, to_ms(run.timeouts.transport_seconds));
+      if (on_device && run.transport != "nccl")
+        s.transport = make_staged_transport(std::move(s.transport), *s.backend);
+    }
+    if (s.is_root() && !quiet && on_device && run.tp * run.pp > 1)
+      spdlog::info("device collectives: tp {}, pp {}",
+                   s.tp_device ? s.tp_device->name() : std::string("none"),
+                   s.transport ? s.transport->name() : std::string("none"));
     pc.grid = s.grid.get();
-    pc.tp = s.tp.get();
+    pc.tp = s.tp_device ? s.tp_device.get() : static_cast<Collectives*>(s.tp.get());
     pc.world = s.world.get();
     pc.transport = s.transport.get();
   }
@@ -159,8 +210,9 @@ Session open_session(const RunConfigOverrides& overrides, LaunchContext& launch,
   eo.page_size = run.batch.page_size;
   agree([&] {
     ProgressBar bar("loading weights", !quiet && s.is_root());
-    s.engine = std::make_unique<Engine>(s.files.config, *s.files.weights, *s.backend, eo, pc,
-                                        [&](size_t done, size_t total) { bar.update(done, total); });
+    s.engine =
+        std::make_unique<Engine>(s.files.config, *s.files.weights, *s.backend, eo, pc,
+                                 [&](size_t done, size_t total) { bar.update(done, total); });
     bar.finish();
   });
   if (!run.fusion_plan.empty()) {
@@ -186,13 +238,15 @@ void Session::log_step_stats(const char* phase) const {
       float(st.collective_seconds),
       float(st.transport_seconds),
   };
-  if (world) world->all_reduce_sum(Tensor{v.data(), DType::F32, 1, int64_t(v.size()), int64_t(v.size())});
+  if (world)
+    world->all_reduce_sum(Tensor{v.data(), DType::F32, 1, int64_t(v.size()), int64_t(v.size())});
   if (!is_root() || v[1] == 0) return;
   const int ranks = grid ? grid->world_size() : 1;
-  spdlog::info("{}: {} forward steps, {:.1f} all-reduces per step (tp={}, over all stages), "
-               "TP collectives {:.3f}s and pipeline waits {:.3f}s per rank on average",
-               phase, int64_t(v[1]), double(v[0]) / double(v[1]), run.tp, v[2] / float(ranks),
-               v[3] / float(ranks));
+  spdlog::info(
+      "{}: {} forward steps, {:.1f} all-reduces per step (tp={}, over all stages), "
+      "TP collectives {:.3f}s and pipeline waits {:.3f}s per rank on average",
+      phase, int64_t(v[1]), double(v[0]) / double(v[1]), run.tp, v[2] / float(ranks),
+      v[3] / float(ranks));
 }
 
 }  // namespace parafuse

@@ -21,6 +21,7 @@ namespace parafuse {
 class ProcessGrid;
 class MpiComm;
 class MpiCollectives;
+class Collectives;
 class Transport;
 
 // A setup error every rank agrees on; `message` is the first failing rank's.
@@ -39,12 +40,15 @@ struct Session {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<ProcessGrid> grid;
   std::unique_ptr<MpiComm> tp_group, world_group;
-  std::unique_ptr<MpiCollectives> tp, world;
+  std::unique_ptr<MpiCollectives> tp, world;  // over host memory
+  // The TP collectives over device memory (cuda backend, tp > 1): NCCL when every rank of the
+  // node has its own GPU, else the MPI ones through host staging buffers.
+  std::unique_ptr<Collectives> tp_device;
   std::unique_ptr<Transport> transport;
   std::unique_ptr<Engine> engine;
   bool quiet = false;
 
-  bool is_root() const;  // world rank 0: prints results
+  bool is_root() const;                // world rank 0: prints results
   const Tokenizer& tokenizer() const;  // throws when the model folder has none
   // Logs the pipeline plan and this run's all-reduce count per forward step (summed over
   // stages, counted once per TP group), on rank 0.

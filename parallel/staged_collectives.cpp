@@ -54,4 +54,71 @@ void StagedCollectives::barrier() {
   host_.barrier();
 }
 
+namespace {
+
+class StagedRequest : public TransportRequest {
+ public:
+  StagedRequest(Transport::Stats& stats, Backend& backend, const Tensor& device,
+                std::unique_ptr<std::vector<float>> host)
+      : stats_(stats), backend_(backend), device_(device), host_(std::move(host)) {}
+  void start(std::unique_ptr<TransportRequest> inner, bool is_recv) {
+    inner_ = std::move(inner);
+    is_recv_ = is_recv;
+  }
+  void wait() override {
+    if (!inner_) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    inner_->wait();
+    inner_.reset();
+    if (is_recv_) backend_.upload_f32(host_->data(), device_);
+    stats_.wait_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+ private:
+  Transport::Stats& stats_;
+  Backend& backend_;
+  Tensor device_;
+  std::unique_ptr<std::vector<float>> host_;  // stays put while the host request runs
+  std::unique_ptr<TransportRequest> inner_;
+  bool is_recv_ = false;
+};
+
+class StagedTransport : public Transport {
+ public:
+  StagedTransport(std::unique_ptr<Transport> host, Backend& backend)
+      : host_(std::move(host)), backend_(backend) {}
+  std::string name() const override { return host_->name() + " (staged through host)"; }
+
+  std::unique_ptr<TransportRequest> send(const Tensor& t, int peer, uint64_t tag) override {
+    return post(t, peer, tag, false);
+  }
+  std::unique_ptr<TransportRequest> recv(const Tensor& t, int peer, uint64_t tag) override {
+    return post(t, peer, tag, true);
+  }
+
+ private:
+  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_recv) {
+    auto host = std::make_unique<std::vector<float>>(size_t(t.numel()));
+    const Tensor h{host->data(), DType::F32, t.rows, t.cols, t.cols};
+    if (!is_recv && t.numel() > 0) backend_.download_f32(t, host->data());
+    auto request = std::make_unique<StagedRequest>(stats_, backend_, t, std::move(host));
+    request->start(is_recv ? host_->recv(h, peer, tag) : host_->send(h, peer, tag), is_recv);
+    ++(is_recv ? stats_.recvs : stats_.sends);
+    stats_.bytes += int64_t(h.bytes());
+    return request;
+  }
+
+  std::unique_ptr<Transport> host_;
+  Backend& backend_;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> make_staged_transport(std::unique_ptr<Transport> host,
+                                                 Backend& backend) {
+  PF_CHECK(host != nullptr, "make_staged_transport: no host transport");
+  return std::make_unique<StagedTransport>(std::move(host), backend);
+}
+
 }  // namespace parafuse

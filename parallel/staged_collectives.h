@@ -1,5 +1,5 @@
 // StagedCollectives: device tensors reduced by a host Collectives (e.g. MpiCollectives) through
-// host staging buffers.
+// host staging buffers; make_staged_transport: the same for a pipeline Transport.
 //
 // For ranks whose tensors live where the host collectives cannot reach them: two ranks on one
 // GPU (NCCL refuses two ranks per device), or an MPI without CUDA support. Each call downloads
@@ -9,11 +9,13 @@
 // Collectives (the host collectives keep their own stats too).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kernels/backend.h"
 #include "parallel/collectives.h"
+#include "parallel/transport.h"
 
 namespace parafuse {
 
@@ -34,5 +36,11 @@ class StagedCollectives : public Collectives {
   Backend& backend_;
   std::vector<float> staging_, staging_out_;
 };
+
+// A pipeline transport for device tensors over a host transport (mpi or ucx) that cannot
+// reach device memory: a send downloads the tensor as F32 into a buffer the request owns and
+// sends that; a receive posts the host receive at once and uploads (converting back to the
+// tensor's dtype, exact for BF16) when waited on. Both ends must be staged transports.
+std::unique_ptr<Transport> make_staged_transport(std::unique_ptr<Transport> host, Backend& backend);
 
 }  // namespace parafuse

@@ -87,12 +87,13 @@ class CudaBackend final : public Backend {
   void convert(const Tensor& src, const Tensor& dst);
   // Uploads `batch` as the current attention metadata now (outside a graph capture), so that
   // a captured step that uses the same batch shape reads it at replay.
-  void prepare_attention(const AttentionBatch& batch, int64_t n_slots);
+  bool records_graphs() const override { return true; }
+  void prepare_attention(const AttentionBatch& batch, int64_t n_slots) override;
   // Captures fn() on the stream the first time `key` is seen, then replays the graph: a decode
   // step of a fixed batch shape costs one launch. Inputs must sit at the addresses they had
   // during capture (uploaded before the call); outputs land where they landed then.
-  void run_graph(const std::string& key, const std::function<void()>& fn);
-  void clear_graphs();
+  void run_graph(const std::string& key, const std::function<void()>& fn) override;
+  void clear_graphs() override;
   size_t graph_count() const { return graphs_.size(); }
   bool capturing() const { return capturing_; }
 

@@ -1,6 +1,7 @@
 // Engine: embedding, the stage, the LM head, micro-batched pipelining. See engine.h.
 #include "runtime/engine/engine.h"
 
+#include <atomic>
 #include <chrono>
 
 #include "kernels/core/error.h"
@@ -14,8 +15,7 @@ namespace {
 enum Slot { kIds, kPos, kHidden, kRows, kNormed, kLogitsLocal, kGathered, kLogits, kSlotCount };
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // One micro-batch: a contiguous group of the step's sequences and their rows.
@@ -25,6 +25,11 @@ struct MicroBatch {
   std::vector<int64_t> logit_rows;     // relative to row_begin
   int64_t logit_begin = 0;             // first logits row of this micro-batch
 };
+
+uint64_t next_engine_id() {
+  static std::atomic<uint64_t> next{0};
+  return next++;
+}
 
 }  // namespace
 
@@ -36,7 +41,8 @@ Engine::Engine(const ModelConfig& config, const WeightSource& weights, Backend& 
       backend_(backend),
       parallel_(parallel),
       scratch_buffers_(kSlotCount),
-      scratch_bytes_(kSlotCount, 0) {
+      scratch_bytes_(kSlotCount, 0),
+      engine_id_(next_engine_id()) {
   config_.validate();
   const int tp = parallel.grid ? parallel.grid->tp() : 1;
   const int pp = parallel.grid ? parallel.grid->pp() : 1;
@@ -81,7 +87,15 @@ Engine::Engine(const ModelConfig& config, const WeightSource& weights, Backend& 
                                              options_.kv_cache_tokens, options_.page_size);
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // The backend's recordings point into this engine's buffers.
+  if (graph_version_ != ~uint64_t(0)) {
+    try {
+      backend_.clear_graphs();
+    } catch (const std::exception&) {  // a device error already reported elsewhere
+    }
+  }
+}
 
 Tensor Engine::load_rows(const WeightSource& w, const std::string& name, int64_t row_begin,
                          int64_t row_end, int64_t padded_rows, size_t& done, size_t total,
@@ -89,8 +103,8 @@ Tensor Engine::load_rows(const WeightSource& w, const std::string& name, int64_t
   const TensorInfo info = w.info(name);
   const int64_t H = config_.hidden_size;
   const bool is_norm = name == "model.norm.weight";
-  const std::vector<int64_t> want = is_norm ? std::vector<int64_t>{H}
-                                            : std::vector<int64_t>{config_.vocab_size, H};
+  const std::vector<int64_t> want =
+      is_norm ? std::vector<int64_t>{H} : std::vector<int64_t>{config_.vocab_size, H};
   PF_CHECK(info.shape == want, "{}: tensor {} has shape [{}], the config implies [{}]",
            w.description(), name, fmt::join(info.shape, ", "), fmt::join(want, ", "));
   std::vector<float> host(size_t(padded_rows * H), 0.0f);  // padding rows stay zero
@@ -112,6 +126,7 @@ Tensor Engine::scratch(int slot, DType dtype, int64_t rows, int64_t cols) {
   if (scratch_bytes_[size_t(slot)] < need) {
     scratch_buffers_[size_t(slot)] = backend_.alloc(need);
     scratch_bytes_[size_t(slot)] = need;
+    ++scratch_version_;
   }
   return Tensor{scratch_buffers_[size_t(slot)].data(), dtype, rows, cols, cols};
 }
@@ -127,7 +142,8 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
   const double t_start = now_seconds();
   const int64_t tp_calls_before = parallel_.tp ? parallel_.tp->stats().all_reduce_calls : 0;
   const double tp_seconds_before = parallel_.tp ? parallel_.tp->stats().seconds : 0.0;
-  const double transport_before = parallel_.transport ? parallel_.transport->stats().wait_seconds : 0.0;
+  const double transport_before =
+      parallel_.transport ? parallel_.transport->stats().wait_seconds : 0.0;
   const int pp = int(plan_.size());
 
   // Host-side description of the step, split into micro-batches of whole sequences.
@@ -157,8 +173,8 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
     mb.attention.seqs.push_back(a);
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       const int32_t id = s.tokens[i];
-      PF_CHECK(id >= 0 && id < config_.vocab_size, "token id {} outside the vocabulary [0, {})",
-               id, config_.vocab_size);
+      PF_CHECK(id >= 0 && id < config_.vocab_size, "token id {} outside the vocabulary [0, {})", id,
+               config_.vocab_size);
       if (s.all_logits || i + 1 == s.tokens.size()) {
         mb.logit_rows.push_back(a.q_begin + int64_t(i));
         ++n_logits;
@@ -183,31 +199,57 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
   std::vector<std::unique_ptr<TransportRequest>> sends;
   const int prev = parallel_.grid ? parallel_.grid->prev_stage_rank() : -1;
   const int next = parallel_.grid ? parallel_.grid->next_stage_rank() : -1;
-  for (size_t j = 0; j < micro.size(); ++j) {
-    const MicroBatch& mb = micro[j];
-    Tensor h = hidden.rows_view(mb.row_begin, mb.row_end);
-    if (is_first_stage()) {
-      backend_.embedding(embed_, ids_t.rows_view(mb.row_begin, mb.row_end), vocab_begin_, h);
-      if (shard_.size > 1) parallel_.tp->all_reduce_sum(h);  // vocab-parallel: one rank has each row
+  // The device work of the step: everything after the uploads. Recorded and replayed as one
+  // graph for decode steps where the backend records graphs.
+  auto device_step = [&] {
+    for (size_t j = 0; j < micro.size(); ++j) {
+      const MicroBatch& mb = micro[j];
+      Tensor h = hidden.rows_view(mb.row_begin, mb.row_end);
+      if (is_first_stage()) {
+        backend_.embedding(embed_, ids_t.rows_view(mb.row_begin, mb.row_end), vocab_begin_, h);
+        if (shard_.size > 1)
+          parallel_.tp->all_reduce_sum(h);  // vocab-parallel: one rank has each row
+      } else {
+        parallel_.transport->recv(h, prev, step_tag + j)->wait();
+      }
+      StepInputs in{&mb.attention, pos_t.rows_view(mb.row_begin, mb.row_end), kv_cache_.get()};
+      stage_->forward(h, in);
+      if (!is_last_stage()) {
+        sends.push_back(parallel_.transport->send(h, next, step_tag + j));
+        continue;
+      }
+      // Only the rows that want logits go through the final norm and the LM head.
+      const int64_t r = int64_t(mb.logit_rows.size());
+      Tensor rows = scratch(kRows, act, r, H);
+      for (int64_t i = 0; i < r; ++i) {
+        const int64_t src = mb.logit_rows[size_t(i)];
+        backend_.copy(h.rows_view(src, src + 1), rows.rows_view(i, i + 1));
+      }
+      Tensor normed = scratch(kNormed, act, r, H);
+      backend_.rmsnorm(rows, final_norm_, float(config_.rms_norm_eps), normed);
+      backend_.gemm(normed, lm_head_, logits_local.rows_view(mb.logit_begin, mb.logit_begin + r));
+    }
+  };
+  if (graph_eligible(steps, micro.size())) {
+    // Inputs are uploaded; stage the attention metadata, then run the batch size eagerly once
+    // (it sizes every scratch buffer), and record / replay it from then on. Any buffer that
+    // moved since the recordings were made invalidates them all.
+    const uint64_t version = scratch_version_ + stage_->version();
+    if (version != graph_version_) {
+      backend_.clear_graphs();
+      graph_warm_.clear();
+      graph_version_ = version;
+    }
+    backend_.prepare_attention(micro[0].attention, kv_cache_->capacity_tokens());
+    if (graph_warm_.count(m) == 0) {
+      device_step();
+      if (scratch_version_ + stage_->version() == graph_version_) graph_warm_.insert(m);
     } else {
-      parallel_.transport->recv(h, prev, step_tag + j)->wait();
+      backend_.run_graph(fmt::format("engine {} decode m={}", engine_id_, m), device_step);
+      stats_.graph_steps += 1;
     }
-    StepInputs in{&mb.attention, pos_t.rows_view(mb.row_begin, mb.row_end), kv_cache_.get()};
-    stage_->forward(h, in);
-    if (!is_last_stage()) {
-      sends.push_back(parallel_.transport->send(h, next, step_tag + j));
-      continue;
-    }
-    // Only the rows that want logits go through the final norm and the LM head.
-    const int64_t r = int64_t(mb.logit_rows.size());
-    Tensor rows = scratch(kRows, act, r, H);
-    for (int64_t i = 0; i < r; ++i) {
-      const int64_t src = mb.logit_rows[size_t(i)];
-      backend_.copy(h.rows_view(src, src + 1), rows.rows_view(i, i + 1));
-    }
-    Tensor normed = scratch(kNormed, act, r, H);
-    backend_.rmsnorm(rows, final_norm_, float(config_.rms_norm_eps), normed);
-    backend_.gemm(normed, lm_head_, logits_local.rows_view(mb.logit_begin, mb.logit_begin + r));
+  } else {
+    device_step();
   }
   for (auto& s : sends) s->wait();
   for (const SeqTokens& s : steps) kv_cache_->commit(s.seq, int64_t(s.tokens.size()));
@@ -243,6 +285,15 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
   return logits;
 }
 
+bool Engine::graph_eligible(std::span<const SeqTokens> steps, size_t n_micro) const {
+  if (!options_.graphs || !backend_.records_graphs()) return false;
+  // Collectives and transports wait on the host; a recorded step must not.
+  if (plan_.size() != 1 || shard_.size != 1 || n_micro != 1 || stage_->has_observer()) return false;
+  for (const SeqTokens& s : steps)
+    if (s.tokens.size() != 1 || s.all_logits) return false;
+  return true;
+}
+
 std::vector<float> Engine::to_host(const Tensor& t) {
   if (t.empty()) return {};
   std::vector<float> host(size_t(t.numel()));
@@ -260,7 +311,8 @@ std::vector<int32_t> Engine::sample(const Tensor& logits, std::span<const Sampli
 }
 
 void Engine::broadcast_from_last_stage(void* data, size_t bytes) {
-  if (plan_.size() > 1) parallel_.world->broadcast_bytes(data, bytes, parallel_.grid->sampler_rank());
+  if (plan_.size() > 1)
+    parallel_.world->broadcast_bytes(data, bytes, parallel_.grid->sampler_rank());
 }
 
 }  // namespace parafuse

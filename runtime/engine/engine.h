@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -30,16 +31,20 @@ struct EngineOptions {
   int64_t kv_cache_tokens = 4096;  // tokens of KV cache over all sequences
   int64_t page_size = 16;          // tokens per KV cache page
   int64_t max_batch_tokens = 512;  // rows per forward; longer prompts are chunked by callers
+  // Replay decode steps (one new token per sequence) as recorded graphs where the backend
+  // records them (CUDA) and the step is local: tp = 1, pp = 1, no observer. A batch size is
+  // run eagerly once, then recorded, then replayed.
+  bool graphs = true;
 };
 
 // How this rank takes part in a TP x PP job; all null for a single rank.
 struct ParallelContext {
   const ProcessGrid* grid = nullptr;
-  Collectives* tp = nullptr;         // this rank's TP group (needed when tp > 1)
-  Collectives* world = nullptr;      // every rank (needed when pp > 1)
-  Transport* transport = nullptr;    // pipeline neighbours (needed when pp > 1)
-  std::vector<int> pp_split;         // pinned first block of each stage; empty: by cost
-  int micro_batches = 0;             // 0: one per stage, at most one per sequence
+  Collectives* tp = nullptr;       // this rank's TP group (needed when tp > 1)
+  Collectives* world = nullptr;    // every rank (needed when pp > 1)
+  Transport* transport = nullptr;  // pipeline neighbours (needed when pp > 1)
+  std::vector<int> pp_split;       // pinned first block of each stage; empty: by cost
+  int micro_batches = 0;           // 0: one per stage, at most one per sequence
 };
 
 struct SeqTokens {
@@ -56,6 +61,7 @@ struct EngineStats {
   double seconds = 0;             // inside forward()
   double collective_seconds = 0;  // of which in TP collectives
   double transport_seconds = 0;   // of which waiting for pipeline sends/receives
+  int64_t graph_steps = 0;        // forwards replayed as recorded graphs
 };
 
 class Engine {
@@ -88,11 +94,15 @@ class Engine {
   // Bytes computed on the last stage, sent to every rank.
   void broadcast_from_last_stage(void* data, size_t bytes);
 
+  // EngineOptions::graphs, switchable between steps (benchmarks compare both).
+  void set_graphs(bool on) { options_.graphs = on; }
   const EngineStats& stats() const { return stats_; }
   void reset_stats();
 
  private:
   Tensor scratch(int slot, DType dtype, int64_t rows, int64_t cols);
+  // Whether this step may run as a recorded graph (see EngineOptions::graphs).
+  bool graph_eligible(std::span<const SeqTokens> steps, size_t n_micro) const;
   Tensor load_rows(const WeightSource& w, const std::string& name, int64_t row_begin,
                    int64_t row_end, int64_t padded_rows, size_t& done, size_t total,
                    const LoadProgress& progress);
@@ -116,6 +126,11 @@ class Engine {
   std::vector<size_t> scratch_bytes_;
   int64_t last_logit_rows_ = 0;
   uint64_t forward_counter_ = 0;
+  // Recorded decode graphs: the batch sizes run eagerly once already, and the scratch/stage
+  // versions the recordings point into (a change drops them).
+  std::set<int64_t> graph_warm_;
+  uint64_t scratch_version_ = 0, graph_version_ = ~uint64_t(0);
+  uint64_t engine_id_;  // names this engine's recordings on a shared backend
   EngineStats stats_;
 };
 

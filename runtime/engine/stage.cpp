@@ -187,6 +187,7 @@ Tensor Stage::scratch(int slot, int64_t rows, int64_t cols) {
   if (scratch_bytes_[size_t(slot)] < need) {
     scratch_buffers_[size_t(slot)] = backend_.alloc(need);
     scratch_bytes_[size_t(slot)] = need;
+    ++version_;
   }
   return Tensor{scratch_buffers_[size_t(slot)].data(), dt, rows, cols, cols};
 }
@@ -197,6 +198,7 @@ void Stage::all_reduce(const Tensor& t) {
 
 void Stage::set_overrides(ForwardOverrides overrides) {
   overrides_ = std::move(overrides);
+  ++version_;
   // A parallel group must not span an attention sublayer that still runs.
   for (size_t i = 0; i + 1 < blocks_.size(); ++i) {
     const int g = overrides_.group_of(blocks_[i].index);
@@ -212,6 +214,7 @@ void Stage::set_overrides(ForwardOverrides overrides) {
 void Stage::set_observer(SublayerObserver observer) {
   PF_CHECK(!observer || shard_.size == 1, "sublayer observers need tp=1, not tp={}", shard_.size);
   observer_ = std::move(observer);
+  ++version_;
 }
 
 void Stage::forward(const Tensor& hidden, const StepInputs& in) {

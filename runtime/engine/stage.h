@@ -33,9 +33,9 @@ using LoadProgress = std::function<void(size_t done_bytes, size_t total_bytes)>;
 // Which heads / kv heads / FFN columns a TP rank holds for one block, with the checks that
 // make an uneven split an error naming the block instead of a silently wrong answer.
 struct BlockShard {
-  int head_begin = 0, n_heads = 0;       // query heads of this rank
-  int kv_head_begin = 0, n_kv_heads = 0;  // kv heads this rank holds (replicated if few)
-  int64_t ffn_begin = 0, ffn_size = 0;    // intermediate columns of this rank
+  int head_begin = 0, n_heads = 0;            // query heads of this rank
+  int kv_head_begin = 0, n_kv_heads = 0;      // kv heads this rank holds (replicated if few)
+  int64_t ffn_begin = 0, ffn_size = 0;        // intermediate columns of this rank
   int64_t linear_begin = 0, linear_size = 0;  // input columns of a linear replacement
 };
 BlockShard shard_block(const ModelConfig& config, int block, ShardSpec shard);
@@ -44,15 +44,15 @@ struct BlockWeights {
   int index = 0;  // block id in the model
   BlockConfig config;
   BlockShard shard;
-  int kv_layer = -1;  // index into the KV cache, Full attention only
-  Tensor attn_norm;   // (1, H)
-  Tensor qkv;         // ((n_heads + 2 n_kv_heads) * head_dim, H)
-  Tensor o_proj;      // (H, n_heads * head_dim)
-  Tensor attn_linear; // (H, linear_size): this rank's input columns
-  Tensor ffn_norm;    // (1, H); empty when folded into gate_up
-  Tensor gate_up;     // (2 * ffn_size, H): gate rows then up rows
-  Tensor down;        // (H, ffn_size)
-  Tensor ffn_linear;  // (H, linear_size)
+  int kv_layer = -1;   // index into the KV cache, Full attention only
+  Tensor attn_norm;    // (1, H)
+  Tensor qkv;          // ((n_heads + 2 n_kv_heads) * head_dim, H)
+  Tensor o_proj;       // (H, n_heads * head_dim)
+  Tensor attn_linear;  // (H, linear_size): this rank's input columns
+  Tensor ffn_norm;     // (1, H); empty when folded into gate_up
+  Tensor gate_up;      // (2 * ffn_size, H): gate rows then up rows
+  Tensor down;         // (H, ffn_size)
+  Tensor ffn_linear;   // (H, linear_size)
 };
 
 // What one forward pass over a batch needs besides the hidden states.
@@ -74,7 +74,9 @@ struct ForwardOverrides {
   bool skips_attention(int block) const {
     return size_t(block) < skip_attention.size() && skip_attention[size_t(block)];
   }
-  bool skips_ffn(int block) const { return size_t(block) < skip_ffn.size() && skip_ffn[size_t(block)]; }
+  bool skips_ffn(int block) const {
+    return size_t(block) < skip_ffn.size() && skip_ffn[size_t(block)];
+  }
   int group_of(int block) const {
     return size_t(block) < ffn_group.size() ? ffn_group[size_t(block)] : -1;
   }
@@ -106,6 +108,10 @@ class Stage {
   void set_overrides(ForwardOverrides overrides);
   const ForwardOverrides& overrides() const { return overrides_; }
   void set_observer(SublayerObserver observer);
+  bool has_observer() const { return bool(observer_); }
+  // Bumped whenever a recorded step would go stale: a scratch buffer moved, or the overrides
+  // or the observer changed (Engine drops its CUDA graphs then).
+  uint64_t version() const { return version_; }
 
  private:
   void forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in);
@@ -131,6 +137,7 @@ class Stage {
   std::vector<size_t> scratch_bytes_;
   ForwardOverrides overrides_;
   SublayerObserver observer_;
+  uint64_t version_ = 0;
 };
 
 }  // namespace parafuse

@@ -62,5 +62,34 @@ TEST(StagedCollectives, AllReduceAndAllGatherThroughHostStaging) {
   EXPECT_EQ(staged.stats().broadcast_calls, 1);
 }
 
+// The staged transport moves a strided tensor between pipeline neighbours through host
+// buffers: exact values, counted sends and receives, the host transport's name.
+TEST(StagedTransport, SendsStridedTensorsToTheNextRank) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  CpuBackend backend(1);
+  auto transport =
+      make_staged_transport(make_mpi_transport(MPI_COMM_WORLD, std::chrono::seconds(30)), backend);
+  EXPECT_NE(transport->name().find("staged"), std::string::npos);
+  Buffer owner;
+  Tensor wide = backend.alloc_tensor(owner, DType::F32, 4, 9);
+  Tensor view = wide.cols_view(1, 6);  // (4, 5), row stride 9
+  std::vector<float> mine(20);
+  for (size_t i = 0; i < mine.size(); ++i) mine[i] = float(rank * 100) + float(i);
+  backend.upload_f32(mine.data(), view);
+  const int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+  auto send = transport->send(view, next, 5);
+  Buffer in_owner;
+  Tensor in = backend.alloc_tensor(in_owner, DType::F32, 4, 5);
+  transport->recv(in, prev, 5)->wait();
+  send->wait();
+  std::vector<float> got(20);
+  backend.download_f32(in, got.data());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], float(prev * 100) + float(i));
+  EXPECT_EQ(transport->stats().sends, 1);
+  EXPECT_EQ(transport->stats().recvs, 1);
+}
+
 }  // namespace
 }  // namespace parafuse
