@@ -13,7 +13,9 @@ namespace {
 // Scratch slots reused by every block (see Stage::scratch).
 enum Slot { kNorm, kQkv, kAttnOut, kProj, kGateUp, kAct, kGroupIn, kGroupSum, kSlotCount };
 
-int64_t even_begin(int64_t n, int rank, int size) { return n * rank / size; }
+int64_t even_begin(int64_t n, int rank, int size) {
+  return n * rank / size;
+}
 
 }  // namespace
 
@@ -22,14 +24,15 @@ BlockShard shard_block(const ModelConfig& config, int block, ShardSpec shard) {
   const int tp = shard.size, r = shard.rank;
   BlockShard s;
   if (b.attention == AttentionKind::Full) {
-    PF_CHECK(config.n_heads % tp == 0,
-             "block {}: {} query heads do not split evenly over tp={} (choose a tp that divides {})",
-             block, config.n_heads, tp, config.n_heads);
+    PF_CHECK(
+        config.n_heads % tp == 0,
+        "block {}: {} query heads do not split evenly over tp={} (choose a tp that divides {})",
+        block, config.n_heads, tp, config.n_heads);
     s.n_heads = config.n_heads / tp;
     s.head_begin = r * s.n_heads;
     if (b.n_kv_heads >= tp) {
-      PF_CHECK(b.n_kv_heads % tp == 0,
-               "block {}: {} kv heads do not split evenly over tp={}", block, b.n_kv_heads, tp);
+      PF_CHECK(b.n_kv_heads % tp == 0, "block {}: {} kv heads do not split evenly over tp={}",
+               block, b.n_kv_heads, tp);
       s.n_kv_heads = b.n_kv_heads / tp;
       s.kv_head_begin = r * s.n_kv_heads;
     } else {
@@ -93,8 +96,7 @@ Stage::Stage(const ModelConfig& config, const WeightSource& weights, Backend& ba
       if (progress) progress(*done_bytes, total_bytes);
     }
   };
-  auto load = [&](const std::string& name, Range rows, Range cols, int64_t n_rows,
-                  int64_t n_cols) {
+  auto load = [&](const std::string& name, Range rows, Range cols, int64_t n_rows, int64_t n_cols) {
     std::vector<float> host(size_t(n_rows * n_cols));
     read(name, rows, cols, host.data(), host.size());
     return upload(host, n_rows, n_cols);
@@ -130,8 +132,7 @@ Stage::Stage(const ModelConfig& config, const WeightSource& weights, Backend& ba
       const int64_t q_rows = s.n_heads * hd, kv_rows = s.n_kv_heads * hd;
       std::vector<float> host(size_t((q_rows + 2 * kv_rows) * H));
       const int64_t q0 = s.head_begin * hd, kv0 = s.kv_head_begin * hd;
-      read(name("self_attn.q_proj.weight"), {q0, q0 + q_rows}, {}, host.data(),
-           size_t(q_rows * H));
+      read(name("self_attn.q_proj.weight"), {q0, q0 + q_rows}, {}, host.data(), size_t(q_rows * H));
       read(name("self_attn.k_proj.weight"), {kv0, kv0 + kv_rows}, {}, host.data() + q_rows * H,
            size_t(kv_rows * H));
       read(name("self_attn.v_proj.weight"), {kv0, kv0 + kv_rows}, {},
@@ -204,10 +205,11 @@ void Stage::set_overrides(ForwardOverrides overrides) {
     const int g = overrides_.group_of(blocks_[i].index);
     const BlockWeights& next = blocks_[i + 1];
     if (g >= 0 && overrides_.group_of(next.index) == g)
-      PF_CHECK(next.config.attention == AttentionKind::None || overrides_.skips_attention(next.index),
-               "ffn group {} spans the attention of block {}: a group must be attention-free after "
-               "its first block",
-               g, next.index);
+      PF_CHECK(
+          next.config.attention == AttentionKind::None || overrides_.skips_attention(next.index),
+          "ffn group {} spans the attention of block {}: a group must be attention-free after "
+          "its first block",
+          g, next.index);
   }
 }
 
@@ -238,6 +240,10 @@ void Stage::forward(const Tensor& hidden, const StepInputs& in) {
 
 void Stage::forward_ffn_group(size_t first, size_t last, const Tensor& hidden) {
   const int64_t m = hidden.rows, H = config_.hidden_size;
+  if (last == first + 1 && adds_in_gemm()) {
+    ffn_partial(blocks_[first], hidden, hidden, 1.0f);  // hidden += down(...)
+    return;
+  }
   Tensor out = scratch(kProj, m, H);
   if (last == first + 1) {
     ffn_partial(blocks_[first], hidden, out);
@@ -267,47 +273,54 @@ void Stage::forward_attention(const BlockWeights& b, const Tensor& hidden, const
   const float eps = float(config_.rms_norm_eps);
   Tensor norm = scratch(kNorm, m, H);
   backend_.rmsnorm(hidden, b.attn_norm, eps, norm);
-  Tensor proj = scratch(kProj, m, H);
+  // The output projection adds into the residual stream itself where nothing needs it apart.
+  const bool direct = adds_in_gemm();
+  Tensor proj = direct ? hidden : scratch(kProj, m, H);
+  const float beta = direct ? 1.0f : 0.0f;
   if (b.config.attention == AttentionKind::Linear) {
     backend_.gemm(norm.cols_view(b.shard.linear_begin, b.shard.linear_begin + b.shard.linear_size),
-                  b.attn_linear, proj);
+                  b.attn_linear, proj, beta);
   } else {
     const int hd = config_.head_dim;
-    const int64_t q_cols = int64_t(b.shard.n_heads) * hd, kv_cols = int64_t(b.shard.n_kv_heads) * hd;
+    const int64_t q_cols = int64_t(b.shard.n_heads) * hd,
+                  kv_cols = int64_t(b.shard.n_kv_heads) * hd;
     Tensor qkv = scratch(kQkv, m, q_cols + 2 * kv_cols);
     backend_.gemm(norm, b.qkv, qkv);
     Tensor q = qkv.cols_view(0, q_cols);
     Tensor k = qkv.cols_view(q_cols, q_cols + kv_cols);
     Tensor v = qkv.cols_view(q_cols + kv_cols, q_cols + 2 * kv_cols);
-    backend_.rope(q, in.positions, inv_freq_, b.shard.n_heads, hd);
-    backend_.rope(k, in.positions, inv_freq_, b.shard.n_kv_heads, hd);
+    // q and k heads sit side by side in qkv: one rotation over both.
+    backend_.rope(qkv.cols_view(0, q_cols + kv_cols), in.positions, inv_freq_,
+                  b.shard.n_heads + b.shard.n_kv_heads, hd);
     const Tensor& k_cache = in.kv_cache->keys(b.kv_layer);
     const Tensor& v_cache = in.kv_cache->values(b.kv_layer);
     backend_.kv_store(k, v, k_cache, v_cache, *in.batch);
     Tensor attn = scratch(kAttnOut, m, q_cols);
     AttentionShape shape{b.shard.n_heads, b.shard.n_kv_heads, hd, 1.0f / std::sqrt(float(hd))};
     backend_.attention(q, k_cache, v_cache, *in.batch, shape, attn);
-    backend_.gemm(attn, b.o_proj, proj);
+    backend_.gemm(attn, b.o_proj, proj, beta);
   }
+  if (direct) return;
   all_reduce(proj);
   if (observer_) observer_(b.index, false, hidden, proj);
   backend_.add(hidden, proj, hidden);
 }
 
-void Stage::ffn_partial(const BlockWeights& b, const Tensor& hidden, const Tensor& out) {
+void Stage::ffn_partial(const BlockWeights& b, const Tensor& hidden, const Tensor& out,
+                        float beta) {
   const int64_t m = hidden.rows, H = config_.hidden_size;
   Tensor norm = scratch(kNorm, m, H);
   backend_.rmsnorm(hidden, b.ffn_norm, float(config_.rms_norm_eps), norm);
   if (b.config.ffn == FfnKind::Linear) {
     backend_.gemm(norm.cols_view(b.shard.linear_begin, b.shard.linear_begin + b.shard.linear_size),
-                  b.ffn_linear, out);
+                  b.ffn_linear, out, beta);
   } else {
     const int64_t f = b.shard.ffn_size;
     Tensor gate_up = scratch(kGateUp, m, 2 * f);
     backend_.gemm(norm, b.gate_up, gate_up);
     Tensor act = scratch(kAct, m, f);
     backend_.swiglu(gate_up.cols_view(0, f), gate_up.cols_view(f, 2 * f), act);
-    backend_.gemm(act, b.down, out);
+    backend_.gemm(act, b.down, out, beta);
   }
 }
 

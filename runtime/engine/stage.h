@@ -115,8 +115,13 @@ class Stage {
 
  private:
   void forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in);
-  // This rank's partial FFN output (m, H) for `hidden`, before the TP all-reduce.
-  void ffn_partial(const BlockWeights& b, const Tensor& hidden, const Tensor& out);
+  // This rank's partial FFN output (m, H) for `hidden`, before the TP all-reduce:
+  // out = ffn(hidden) + beta * out.
+  void ffn_partial(const BlockWeights& b, const Tensor& hidden, const Tensor& out,
+                   float beta = 0.0f);
+  // At tp = 1 with no observer a sublayer's output GEMM adds straight into the residual
+  // stream (beta = 1): no separate add, no output buffer.
+  bool adds_in_gemm() const { return shard_.size == 1 && !observer_; }
   // Blocks [first, last) of blocks_ as one parallel-FFN group reading `hidden`.
   void forward_ffn_group(size_t first, size_t last, const Tensor& hidden);
 
