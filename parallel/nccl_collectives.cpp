@@ -101,6 +101,22 @@ size_t pitch(const Tensor& t) {
   return size_t(t.rows <= 1 ? t.cols : t.row_stride) * dtype_size(t.dtype);
 }
 
+// On a non-blocking communicator an NCCL call may return ncclInProgress while the operation is
+// still being enqueued in the background (e.g. the first collective, which connects the peers);
+// until the communicator's state is ncclSuccess no CUDA work may be issued to its stream (NCCL
+// docs, ncclCommGetAsyncError), or an unpack copy would run before the collective. Waits for
+// that; on failure aborts the communicator and throws like NcclCollectives::finish().
+void wait_enqueued(NcclComm& comm, std::chrono::milliseconds timeout, const char* what,
+                   const std::string& name, const std::vector<int>& world_ranks) {
+  const std::string failure = comm.wait(timeout, [](std::string&) { return true; });
+  if (failure.empty()) return;
+  comm.abort();
+  PF_THROW(
+      "NCCL {} on {} (world ranks {}) failed while enqueuing: {}; communicator aborted (a peer "
+      "is stuck or dead)",
+      what, name, fmt::join(world_ranks, ","), failure);
+}
+
 }  // namespace
 
 NcclCollectives::NcclCollectives(MPI_Comm group, std::string name, std::vector<int> world_ranks,
@@ -162,6 +178,7 @@ void NcclCollectives::all_reduce_sum(const Tensor& t) {
                                     cudaMemcpyDeviceToDevice, stream_));
   }
   PF_NCCL_CHECK(ncclAllReduce(data, data, size_t(t.numel()), type, ncclSum, comm_->get(), stream_));
+  wait_enqueued(*comm_, timeout_, "all_reduce", name_, world_ranks_);  // before the unpack
   if (packed) {
     PF_CUDA_CHECK(cudaMemcpy2DAsync(t.data, pitch(t), data, row_bytes, row_bytes, size_t(t.rows),
                                     cudaMemcpyDeviceToDevice, stream_));
@@ -194,6 +211,7 @@ void NcclCollectives::all_gather_rows(const Tensor& local, const Tensor& out) {
   if (pack_out) recv = staging(out.bytes(), 1);
   // Bytes as ncclInt8: any dtype, and counts stay exact.
   PF_NCCL_CHECK(ncclAllGather(send, recv, local.bytes(), ncclInt8, comm_->get(), stream_));
+  wait_enqueued(*comm_, timeout_, "all_gather", name_, world_ranks_);  // before the unpack
   if (pack_out) {
     PF_CUDA_CHECK(cudaMemcpy2DAsync(out.data, pitch(out), recv, row_bytes, row_bytes,
                                     size_t(out.rows), cudaMemcpyDeviceToDevice, stream_));

@@ -56,6 +56,16 @@ class NcclTransportRequest : public TransportRequest {
       PF_NCCL_CHECK(ncclRecv(buffer, tensor_.bytes(), ncclInt8, peer_, comm_.get(), stream_));
     }
     PF_NCCL_CHECK(ncclGroupEnd());
+    // A non-blocking communicator may return ncclInProgress before the send/recv is on the
+    // stream; no CUDA work may go onto the stream (the unpack copy, the event, the caller's
+    // next kernels) until the communicator's state is ncclSuccess (NCCL docs,
+    // ncclCommGetAsyncError). Otherwise the event completes before the transfer has run.
+    const std::string failure = comm_.wait(timeout_, [](std::string&) { return true; });
+    if (!failure.empty()) {
+      comm_.abort();
+      PF_THROW("{} failed while enqueuing: {}; the NCCL communicator was aborted",
+               describe_message(is_send_, peer_, tag_, tensor_.bytes(), kName), failure);
+    }
     if (packed_ && !is_send_) {
       PF_CUDA_CHECK(cudaMemcpy2DAsync(tensor_.data, pitch(tensor_), packed_, row_bytes, row_bytes,
                                       size_t(tensor_.rows), cudaMemcpyDeviceToDevice, stream_));
