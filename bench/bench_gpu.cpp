@@ -14,6 +14,7 @@
 // device buffers): the bytes each step reads are real, their values repeat; the output says so.
 //   build/bench/bench_gpu --json out.json [--model configs/models/llama-3.1-8b.json]
 #include <cublas_v2.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include <CLI/CLI.hpp>
@@ -43,6 +44,11 @@ struct Options {
   int repeats = 20;
   std::vector<int> ffn_batches = {1, 8, 32};
   int ffn_k = 4;
+  std::vector<std::string> only;  // sections to run (copy always runs: it is the ceiling)
+  int profile_steps = 0;          // eager + graph decode steps inside cudaProfilerStart/Stop
+  bool runs(const std::string& section) const {
+    return only.empty() || std::find(only.begin(), only.end(), section) != only.end();
+  }
 };
 
 // Median milliseconds of `repeats` runs of fn on `stream`, after 3 warm-ups.
@@ -177,6 +183,22 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count());
     }
     if (graphs) graph_steps = engine.stats().graph_steps - replayed_before;
+  }
+  if (o.profile_steps > 0) {
+    // For `ncu --profile-from-start off`: the kernels of a few eager steps, then of a few
+    // replayed steps, and nothing of the load or the warm-up.
+    be.synchronize();
+    PF_CUDA_CHECK(cudaProfilerStart());
+    for (const bool graphs : {false, true}) {
+      engine.set_graphs(graphs);
+      for (int s = 0; s < o.profile_steps; ++s) {
+        const SeqTokens step{0, next, false};
+        logits = engine.forward({&step, 1});
+        next = engine.sample(logits, {&greedy, 1});
+      }
+    }
+    be.synchronize();
+    PF_CUDA_CHECK(cudaProfilerStop());
   }
   engine.remove_sequence(0);
   auto median = [](std::vector<double> v) {
@@ -330,6 +352,11 @@ int main(int argc, char** argv) {
   app.add_option("--prompt-tokens", o.prompt_tokens, "Prefill length before decoding");
   app.add_option("--repeats", o.repeats, "Timed repeats per measurement (median reported)");
   app.add_option("--ffn-k", o.ffn_k, "FFNs per fused run");
+  app.add_option("--only", o.only, "Sections to run besides copy (gemm, ffn, decode); default all")
+      ->delimiter(',');
+  app.add_option("--profile-steps", o.profile_steps,
+                 "After the timed decode, this many eager then graph steps between "
+                 "cudaProfilerStart/Stop (for ncu --profile-from-start off)");
   CLI11_PARSE(app, argc, argv);
   try {
     std::string why;
@@ -345,10 +372,10 @@ int main(int argc, char** argv) {
     nlohmann::json out;
     out["device"] = prop.name;
     out["copy"] = bench_copy(be, o.repeats);
-    out["gemm"] = bench_gemm(be, o.repeats);
-    out["ffn_fusion"] = bench_ffn(be, o);
+    if (o.runs("gemm")) out["gemm"] = bench_gemm(be, o.repeats);
+    if (o.runs("ffn")) out["ffn_fusion"] = bench_ffn(be, o);
     be.pool().trim();
-    out["decode"] = bench_decode(be, o, out["copy"]["GBps"].get<double>());
+    if (o.runs("decode")) out["decode"] = bench_decode(be, o, out["copy"]["GBps"].get<double>());
     if (!o.json_path.empty()) {
       std::ofstream(o.json_path) << out.dump(2) << "\n";
       std::printf("wrote %s\n", o.json_path.c_str());

@@ -14,6 +14,8 @@
 #       test_cuda_e2e (its SmolLM2 case skips: no model yet), test_cuda_parallel under mpirun
 #       at 1 and 2 ranks, bench_gpu. Writes env.txt ops.log ops.xml e2e.log parallel.log
 #       bench.log bench.json summary.txt to $OUT (8 files, the most that come back).
+#   bash bench/device/run.sh profile   carry [.device-pack], timeout_s 300
+#       ncu per-kernel durations of batch-1 decode steps of the 8B model (ncu.log, env, summary)
 #   bash bench/device/run.sh 2   carry [.device-pack, .device-model-b], timeout_s 180
 #       unpack (if not already), join the model (sha256 checked) into .cache/models/, then
 #       test_cuda_e2e again (SmolLM2 case runs) and a parafuse chat demo: CPU reference, CUDA
@@ -31,11 +33,12 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
 PHASE=${1:-}
-case $PHASE in 1|2) ;; *) echo "usage: bash bench/device/run.sh 1|2" >&2; exit 64;; esac
+case $PHASE in 1|2|profile) ;; *) echo "usage: bash bench/device/run.sh 1|2|profile" >&2; exit 64;; esac
 OUT=${OUT:-/tmp/parafuse-device-out}
 mkdir -p "$OUT"
 T0=$(date +%s)
-DEADLINE=$(( T0 + ${PF_DEVICE_DEADLINE:-$([ "$PHASE" = 1 ] && echo 330 || echo 150)} ))
+case $PHASE in 1) budget=330 ;; 2) budget=150 ;; *) budget=270 ;; esac
+DEADLINE=$(( T0 + ${PF_DEVICE_DEADLINE:-$budget} ))
 DEV=$ROOT/.device
 MODEL_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 STASH=/tmp/pf-model
@@ -160,7 +163,7 @@ else
 fi
 
 # ------------------------------------------------------------------ environment facts
-ENVF=$OUT/$([ "$PHASE" = 1 ] && echo env.txt || echo env2.txt)
+ENVF=$OUT/$(case $PHASE in 1) echo env.txt;; 2) echo env2.txt;; *) echo env-profile.txt;; esac)
 {
   echo "== phase $PHASE, $(date -u) on $(hostname), checkout $ROOT"
   cat "$DEV/BUILD_INFO"
@@ -188,7 +191,15 @@ note "env: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>
 
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
 
-if [ "$PHASE" = 1 ]; then
+if [ "$PHASE" = profile ]; then
+  # ---------------------------------------------------------------- profile
+  # Per-kernel GPU time of 2 eager and 2 replayed batch-1 decode steps of the 8B model (ncu,
+  # duration only: one pass per kernel; clocks left alone as METHOD.md says). The CSV rows
+  # are the quoted lines of ncu.log; bench/device/ncu_summary.py sums them per kernel.
+  step ncu_decode ncu.log 240 ncu --profile-from-start off --clock-control none \
+    --metrics gpu__time_duration.sum --csv --page raw \
+    "$DEV/bin/bench_gpu" --only decode --decode-steps 16 --profile-steps 2
+elif [ "$PHASE" = 1 ]; then
   # ---------------------------------------------------------------- phase 1
   # Keep model part a for phase 2 (a warm machine keeps /tmp between calls).
   if [ -d .device-model-a ]; then

@@ -27,6 +27,7 @@ constexpr int kPrefillThreads = 256;
 constexpr int kAccPerThread = kPrefillRows * kMaxHeadDim / kPrefillThreads;  // 16
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodePerLane = kMaxHeadDim / 32;  // 8
+constexpr int kDecodeKeys = 4;                    // keys in flight per warp
 
 __device__ __forceinline__ int64_t slot_of(const AttentionMeta& m, int32_t table_offset,
                                            int64_t pos) {
@@ -184,27 +185,47 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     acc[j] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  for (int64_t key = k_begin + warp; key < k_end; key += kDecodeWarps) {
-    const int64_t slot = slot_of(meta, table, key);
-    const T* kr = k_cache + slot * a.kc_stride + kv_col;
-    const T* vr = v_cache + slot * a.vc_stride + kv_col;
-    float s = 0.0f;
+  // Each warp takes kDecodeKeys consecutive keys at a time and issues all their block-table,
+  // K and V loads before using any: the loop is latency-bound, not bandwidth-bound.
+  for (int64_t key0 = k_begin + int64_t(warp) * kDecodeKeys; key0 < k_end;
+       key0 += int64_t(kDecodeWarps) * kDecodeKeys) {
+    T kv[kDecodeKeys][kDecodePerLane], vv[kDecodeKeys][kDecodePerLane];
 #pragma unroll
-    for (int j = 0; j < kDecodePerLane; ++j) {
-      const int d = lane + 32 * j;
-      if (d < hd) s = fmaf(qr[j], to_float(kr[d]), s);
-    }
-    s = warp_sum(s);
-    const float new_m = fmaxf(m, s);
-    const float c = m == -INFINITY ? 0.0f : expf(m - new_m);
-    const float p = expf(s - new_m);
-    l = l * c + p;
+    for (int u = 0; u < kDecodeKeys; ++u) {
+      if (key0 + u >= k_end) continue;
+      const int64_t slot = slot_of(meta, table, key0 + u);
+      const T* kr = k_cache + slot * a.kc_stride + kv_col;
+      const T* vr = v_cache + slot * a.vc_stride + kv_col;
 #pragma unroll
-    for (int j = 0; j < kDecodePerLane; ++j) {
-      const int d = lane + 32 * j;
-      acc[j] = acc[j] * c + (d < hd ? p * to_float(vr[d]) : 0.0f);
+      for (int j = 0; j < kDecodePerLane; ++j) {
+        const int d = lane + 32 * j;
+        if (d < hd) {
+          kv[u][j] = kr[d];
+          vv[u][j] = vr[d];
+        }
+      }
     }
-    m = new_m;
+#pragma unroll
+    for (int u = 0; u < kDecodeKeys; ++u) {
+      if (key0 + u >= k_end) continue;
+      float s = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kDecodePerLane; ++j) {
+        const int d = lane + 32 * j;
+        if (d < hd) s = fmaf(qr[j], to_float(kv[u][j]), s);
+      }
+      s = warp_sum(s);
+      const float new_m = fmaxf(m, s);
+      const float c = m == -INFINITY ? 0.0f : expf(m - new_m);
+      const float p = expf(s - new_m);
+      l = l * c + p;
+#pragma unroll
+      for (int j = 0; j < kDecodePerLane; ++j) {
+        const int d = lane + 32 * j;
+        acc[j] = acc[j] * c + (d < hd ? p * to_float(vv[u][j]) : 0.0f);
+      }
+      m = new_m;
+    }
   }
   if (lane == 0) {
     warp_m[warp] = m;
@@ -247,18 +268,34 @@ __global__ void decode_combine_kernel(const float* partial, int n_splits, T* out
   const int seq = meta.decode_items[2 * item], i = meta.decode_items[2 * item + 1];
   const int64_t row = int64_t(meta.seqs[4 * seq]) + i;
   const float* base = partial + (int64_t(item) * gridDim.y + h) * n_splits * (hd + 2);
+  // The splits' (max, sum) pairs are loaded once, in parallel, and their weights computed
+  // once; then every thread's loads over the splits are independent.
+  __shared__ float split_m[kMaxSplits], split_w[kMaxSplits];
+  __shared__ float total_l;
+  if (threadIdx.x < n_splits) split_m[threadIdx.x] = base[threadIdx.x * (hd + 2)];
+  __syncthreads();
   float m = -INFINITY;
-  for (int s = 0; s < n_splits; ++s) m = fmaxf(m, base[s * (hd + 2)]);
-  float l = 0.0f;
-  for (int s = 0; s < n_splits; ++s) {
-    const float ms = base[s * (hd + 2)];
-    if (ms != -INFINITY) l += base[s * (hd + 2) + 1] * expf(ms - m);
+  for (int s = 0; s < n_splits; ++s) m = fmaxf(m, split_m[s]);
+  __syncthreads();
+  if (threadIdx.x < n_splits) {
+    const float ms = split_m[threadIdx.x];
+    split_w[threadIdx.x] = ms == -INFINITY ? 0.0f : expf(ms - m);
   }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float l = 0.0f;
+    for (int s = 0; s < n_splits; ++s)
+      if (split_w[s] != 0.0f) l += base[s * (hd + 2) + 1] * split_w[s];
+    total_l = l;
+  }
+  __syncthreads();
+  const float l = total_l;
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float o = 0.0f;
+#pragma unroll 4
     for (int s = 0; s < n_splits; ++s) {
-      const float ms = base[s * (hd + 2)];
-      if (ms != -INFINITY) o += base[s * (hd + 2) + 2 + d] * expf(ms - m);
+      const float w = split_w[s];
+      if (w != 0.0f) o += base[s * (hd + 2) + 2 + d] * w;
     }
     out[row * a.out_stride + int64_t(h) * hd + d] = from_float<T>(o / l);
   }
@@ -313,7 +350,7 @@ void launch_kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache, co
   PF_CHECK(k.cols == k_cache.cols && v.cols == v_cache.cols && k.cols == v.cols,
            "kv_store: widths differ");
   if (meta.n_kv_rows == 0 || k.cols == 0) return;
-  const int threads = int(std::min<int64_t>(256, ceil_div(k.cols, 32) * 32));
+  const int threads = int(std::min<int64_t>(1024, ceil_div(k.cols, 32) * 32));  // ~1 per column
   if (k.dtype == DType::BF16) {
     kv_store_kernel<<<unsigned(meta.n_kv_rows), threads, 0, stream>>>(
         static_cast<const bf16*>(k.data), k.row_stride, static_cast<const bf16*>(v.data),
@@ -334,8 +371,8 @@ void launch_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   PF_CHECK(shape.head_dim > 0 && shape.head_dim <= kMaxHeadDim,
            "attention: head_dim {} is outside [1, {}] on the cuda backend", shape.head_dim,
            kMaxHeadDim);
-  PF_CHECK(n_splits >= 1 && (n_splits == 1 || workspace != nullptr),
-           "attention: {} splits need a workspace", n_splits);
+  PF_CHECK(n_splits >= 1 && n_splits <= kMaxSplits && (n_splits == 1 || workspace != nullptr),
+           "attention: {} splits need a workspace (at most {} splits)", n_splits, kMaxSplits);
   PF_CHECK(q.cols == int64_t(shape.n_heads) * shape.head_dim &&
                k_cache.cols == int64_t(shape.n_kv_heads) * shape.head_dim,
            "attention: shapes differ");

@@ -33,6 +33,8 @@ struct AttentionMeta {
 void launch_kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,
                      const AttentionMeta& meta, cudaStream_t stream);
 
+constexpr int kMaxSplits = 16;  // decode key splits per (row, head)
+
 // Causal GQA attention over the paged cache (see Backend::attention). `workspace` holds at
 // least attention_workspace_floats(meta, shape, n_splits) floats; n_splits (>= 1) splits each
 // decode row's keys over that many blocks (flash-decoding), combined by a second kernel.

@@ -244,9 +244,10 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
   // Split decode rows over keys until the grid covers the GPU twice (a function of the batch
   // shape only, so a captured graph stays valid as the context grows).
   const int64_t blocks = int64_t(meta.n_decode) * n_heads;
-  const int n_splits =
-      blocks == 0 ? 1
-                  : int(std::clamp<int64_t>(2 * sm_count_ / std::max<int64_t>(blocks, 1), 1, 16));
+  const int n_splits = blocks == 0
+                           ? 1
+                           : int(std::clamp<int64_t>(2 * sm_count_ / std::max<int64_t>(blocks, 1),
+                                                     1, cuda::kMaxSplits));
   float* workspace = nullptr;
   if (n_splits > 1)
     workspace = attention_workspace(cuda::attention_workspace_floats(meta, shape, n_splits));

@@ -184,12 +184,25 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) nan_id = LLONG_MAX;
   __syncthreads();
   ArgBest best{-INFINITY, vocab};
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    const float x = l[i];
-    if (isnan(x)) {
-      atomicMin(&nan_id, (long long)i);
-    } else {
-      best = better(best, ArgBest{x, i});
+  // kArgUnroll independent loads in flight per thread: the scan is latency-bound otherwise
+  // (a 128k vocabulary is 250 dependent rounds at 512 threads).
+  constexpr int kArgUnroll = 8;
+  for (int64_t base = threadIdx.x; base < vocab; base += int64_t(kThreads) * kArgUnroll) {
+    float xs[kArgUnroll];
+#pragma unroll
+    for (int u = 0; u < kArgUnroll; ++u) {
+      const int64_t i = base + int64_t(u) * kThreads;
+      xs[u] = i < vocab ? l[i] : -INFINITY;
+    }
+#pragma unroll
+    for (int u = 0; u < kArgUnroll; ++u) {
+      const int64_t i = base + int64_t(u) * kThreads;
+      if (i >= vocab) continue;
+      if (isnan(xs[u])) {
+        atomicMin(&nan_id, (long long)i);
+      } else {
+        best = better(best, ArgBest{xs[u], i});
+      }
     }
   }
 #pragma unroll

@@ -35,6 +35,8 @@ inline std::vector<OpCase> backend_op_cases() {
   c.push_back(rmsnorm_case("rmsnorm_prefill_m37_d64", 37, 64, true, 1e-6f, 203));
   c.push_back(rmsnorm_case("rmsnorm_strided_m3_d64", 3, 64, true, 1e-5f, 204, false, 80, 70));
   c.push_back(rmsnorm_case("rmsnorm_in_place_m2_d33", 2, 33, true, 1e-5f, 205, true));
+  c.push_back(rmsnorm_case("rmsnorm_in_place_m3_d4096", 3, 4096, true, 1e-5f, 207, true));
+  c.push_back(rmsnorm_case("rmsnorm_wide_m2_d16384", 2, 16384, false, 1e-5f, 208));
   c.push_back(
       rmsnorm_case("rmsnorm_nan_zero_large_rows", 4, 48, true, 1e-6f, 206, false, -1, -1, true));
   // rope (rotate-half)
@@ -52,6 +54,8 @@ inline std::vector<OpCase> backend_op_cases() {
                             {{1, 7, 10, {}}, {0, 1, 0, {}}, {8, 2, 47, {}}}, 48, 403, 160));
   // attention: AttentionShape{n_heads, n_kv_heads, head_dim, scale (0 = 1/sqrt(hd))}
   c.push_back(attention_case("attention_decode_gqa1", {{0, 1, 40, {}}}, {4, 4, 64, 0.0f}, 501));
+  c.push_back(attention_case("attention_decode_long_gqa4_hd128", {{0, 1, 1001, {}}, {1, 1, 3, {}}},
+                             {32, 8, 128, 0.0f}, 512));
   c.push_back(attention_case("attention_prefill_gqa3", {{0, 37, 0, {}}}, {6, 2, 32, 0.0f}, 502));
   c.push_back(attention_case("attention_prefill_gqa8", {{0, 20, 0, {}}}, {8, 1, 64, 0.0f}, 503));
   c.push_back(attention_case("attention_batch_3seqs_gqa3",
