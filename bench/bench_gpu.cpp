@@ -30,6 +30,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "runtime/engine/engine.h"
+#include "runtime/engine/throughput.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/synthetic.h"
 
@@ -46,6 +47,7 @@ struct Options {
   int ffn_k = 4;
   std::vector<std::string> only;  // sections to run (copy always runs: it is the ceiling)
   int profile_steps = 0;          // eager + graph decode steps inside cudaProfilerStart/Stop
+  std::vector<int> decode_batches = {8, 32, 64};  // throughput sweep after the batch-1 figure
   bool runs(const std::string& section) const {
     return only.empty() || std::find(only.begin(), only.end(), section) != only.end();
   }
@@ -143,8 +145,10 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
   SyntheticWeightSource synthetic(config, 1);
   ReusedLayerSource weights(synthetic);
   EngineOptions eo;
-  eo.kv_cache_tokens = o.prompt_tokens + 2 * o.decode_steps + 64;
-  eo.max_batch_tokens = o.prompt_tokens;
+  int max_batch = 1;
+  for (int b : o.decode_batches) max_batch = std::max(max_batch, b);
+  eo.kv_cache_tokens = int64_t(max_batch) * (o.prompt_tokens + 2 * o.decode_steps + 64);
+  eo.max_batch_tokens = std::max(o.prompt_tokens, 2048);  // batched prefill of the sweep
   const auto t0 = std::chrono::steady_clock::now();
   Engine engine(config, weights, be, eo);
   be.synchronize();
@@ -201,6 +205,23 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
     PF_CUDA_CHECK(cudaProfilerStop());
   }
   engine.remove_sequence(0);
+  // Throughput at larger batches (CUDA graphs per batch size): tok/s of the whole batch.
+  nlohmann::json sweep = nlohmann::json::array();
+  engine.set_graphs(true);
+  for (int b : o.decode_batches) {
+    const ThroughputResult r = measure_throughput(engine, b, o.prompt_tokens, o.decode_steps);
+    const int64_t replayed = engine.stats().graph_steps;  // reset when its decode began
+    std::printf(
+        "decode    batch %3d: %.3f ms/step, %.0f tok/s (%ld of %d steps replayed), prefill "
+        "%.0f tok/s\n",
+        b, r.decode_step_seconds * 1e3, r.decode_tokens_per_second, long(replayed), r.decode_steps,
+        r.prefill_tokens_per_second);
+    sweep.push_back({{"batch", b},
+                     {"step_ms_median", r.decode_step_seconds * 1e3},
+                     {"tokens_per_s", r.decode_tokens_per_second},
+                     {"graph_steps", replayed},
+                     {"prefill_tokens_per_s", r.prefill_tokens_per_second}});
+  }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
@@ -216,6 +237,7 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
       long(graph_steps), 1e3 / ms, double(step_bytes) / 1e9, gbps, 100.0 * gbps / copy_gbps,
       ms_eager, 100.0 * gbps_eager / copy_gbps, load_s, o.prompt_tokens, prefill_ms);
   return {{"model", o.model},
+          {"batch_sweep", sweep},
           {"graph_steps", graph_steps},
           {"eager_step_ms_median", ms_eager},
           {"eager_step_ms_all", eager_ms},
@@ -353,6 +375,9 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", o.repeats, "Timed repeats per measurement (median reported)");
   app.add_option("--ffn-k", o.ffn_k, "FFNs per fused run");
   app.add_option("--only", o.only, "Sections to run besides copy (gemm, ffn, decode); default all")
+      ->delimiter(',');
+  app.add_option("--decode-batches", o.decode_batches,
+                 "Decode throughput sweep after the batch-1 figure (graphs on)")
       ->delimiter(',');
   app.add_option("--profile-steps", o.profile_steps,
                  "After the timed decode, this many eager then graph steps between "
