@@ -219,9 +219,10 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
         continue;
       }
       // Only the rows that want logits go through the final norm and the LM head.
+      // (When every row wants logits, as in decode, they are h itself: no gather.)
       const int64_t r = int64_t(mb.logit_rows.size());
-      Tensor rows = scratch(kRows, act, r, H);
-      for (int64_t i = 0; i < r; ++i) {
+      Tensor rows = r == h.rows ? h : scratch(kRows, act, r, H);
+      for (int64_t i = 0; r != h.rows && i < r; ++i) {
         const int64_t src = mb.logit_rows[size_t(i)];
         backend_.copy(h.rows_view(src, src + 1), rows.rows_view(i, i + 1));
       }
