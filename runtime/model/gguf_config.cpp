@@ -3,10 +3,12 @@
 // llama.cpp keeps hyperparameters as "{arch}.key" metadata. Arch "llama" has one value per key;
 // arch "deci" (Nemotron-NAS) may give head_count, head_count_kv and feed_forward_length as
 // per-block arrays, where 0 kv heads means the block has no attention and 0 FFN width means no
-// FFN. Llama-3 RoPE scaling is accepted from "{arch}.rope.scaling.*" keys; a rope_freqs.weight
-// tensor (how llama.cpp's converter stores Llama-3.1 scaling) is rejected with a clear error,
-// because ModelConfig describes RoPE by its parameters, not by a table of factors.
+// FFN. Llama-3 RoPE scaling is accepted from "{arch}.rope.scaling.*" keys, and as a
+// rope_freqs.weight tensor (F32, head_dim/2 divisors of inv_freq: how llama.cpp's converter
+// stores Llama-3.1 scaling), which becomes ModelConfig::rope_freq_factors and takes precedence.
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "kernels/core/error.h"
@@ -46,12 +48,28 @@ int64_t positive_int(const GgufFile& file, const std::string& key, int64_t max) 
   return value;
 }
 
+// rope_freqs.weight: one F32 divisor per RoPE frequency; empty when the tensor is absent.
+std::vector<double> rope_freq_factors_from_gguf(const GgufFile& file, int head_dim) {
+  const GgufTensorInfo* t = file.find_tensor("rope_freqs.weight");
+  if (t == nullptr) return {};
+  PF_CHECK(t->type == DType::F32, "{}: tensor 'rope_freqs.weight' has type {}, expected F32",
+           file.origin(), dtype_name(t->type));
+  PF_CHECK(t->ne.size() == 1 && t->ne[0] == head_dim / 2,
+           "{}: tensor 'rope_freqs.weight' has shape [{}], expected [{}] (head_dim {} / 2)",
+           file.origin(), fmt::join(t->ne, ", "), head_dim / 2, head_dim);
+  std::vector<float> raw(size_t(head_dim / 2));
+  std::memcpy(raw.data(), file.tensor_data(*t), raw.size() * sizeof(float));
+  std::vector<double> factors(raw.begin(), raw.end());
+  for (size_t i = 0; i < factors.size(); ++i) {
+    PF_CHECK(std::isfinite(factors[i]) && factors[i] > 0,
+             "{}: rope_freqs.weight[{}] = {} must be positive and finite", file.origin(), i,
+             factors[i]);
+  }
+  return factors;
+}
+
 RopeScaling rope_scaling_from_gguf(const GgufFile& file, const std::string& arch) {
   RopeScaling scaling;
-  PF_CHECK(file.find_tensor("rope_freqs.weight") == nullptr,
-           "{}: tensor 'rope_freqs.weight' (Llama-3 RoPE frequency factors) is not supported; "
-           "load the HF safetensors checkpoint, whose config.json carries rope_scaling",
-           file.origin());
   const std::string prefix = arch + ".rope.scaling.";
   if (!file.has(prefix + "type")) return scaling;
   const std::string type = file.get_string(prefix + "type");
@@ -121,7 +139,9 @@ ModelConfig config_from_gguf(const GgufFile& file) {
   if (file.has(prefix + "rope.freq_base")) {
     config.rope_theta = file.get_float(prefix + "rope.freq_base");
   }
-  config.rope_scaling = rope_scaling_from_gguf(file, arch);
+  config.rope_freq_factors = rope_freq_factors_from_gguf(file, config.head_dim);
+  // The factors already hold any Llama-3 scaling; llama.cpp applies them alone.
+  if (config.rope_freq_factors.empty()) config.rope_scaling = rope_scaling_from_gguf(file, arch);
   if (file.has(prefix + "context_length")) {
     config.max_position_embeddings = positive_int(file, prefix + "context_length", kMaxCount);
   }

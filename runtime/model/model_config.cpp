@@ -116,6 +116,22 @@ class JsonObject {
     }
     return out;
   }
+  // A list of finite numbers; empty when absent.
+  std::vector<double> number_list(const std::string& key) const {
+    const json* v = find(key);
+    if (v == nullptr) return {};
+    PF_CHECK(v->is_array(), "{}: {} must be a list of numbers, got {} {}", origin_, key_path(key),
+             json_type_name(*v), v->dump().substr(0, 80));
+    std::vector<double> out;
+    for (size_t i = 0; i < v->size(); ++i) {
+      const json& e = (*v)[i];
+      PF_CHECK(e.is_number() && std::isfinite(e.get<double>()),
+               "{}: {}[{}] must be a finite number, got {}", origin_, key_path(key), i,
+               e.dump().substr(0, 80));
+      out.push_back(e.get<double>());
+    }
+    return out;
+  }
   JsonObject object(const std::string& key) const {
     return JsonObject(require(key), origin_, key_path(key));
   }
@@ -258,6 +274,7 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& ori
     config.rms_norm_eps = top.positive_number("rms_norm_eps", config.rms_norm_eps);
     config.rope_theta = top.positive_number("rope_theta", config.rope_theta);
     config.rope_scaling = parse_rope_scaling(top);
+    config.rope_freq_factors = top.number_list("rope_freq_factors");
     config.tie_word_embeddings = top.boolean("tie_word_embeddings", false);
     config.max_position_embeddings =
         top.optional_size("max_position_embeddings", config.max_position_embeddings);
@@ -323,6 +340,8 @@ std::string to_hf_config_json(const ModelConfig& config) {
   out["hidden_act"] = "silu";
   out["rms_norm_eps"] = config.rms_norm_eps;
   out["rope_theta"] = config.rope_theta;
+  // Not an HF key: the factors of a Llama-3.1 GGUF travel to a checkpoint folder this way.
+  if (!config.rope_freq_factors.empty()) out["rope_freq_factors"] = config.rope_freq_factors;
   if (config.rope_scaling.llama3) {
     out["rope_scaling"] = {
         {"rope_type", "llama3"},
@@ -390,6 +409,7 @@ std::vector<float> rope_inv_freq(const ModelConfig& config) {
         freq = (1 - smooth) * freq / scaling.factor + smooth * freq;
       }
     }
+    if (!config.rope_freq_factors.empty()) freq /= config.rope_freq_factors[size_t(i)];
     inv_freq[size_t(i)] = float(freq);
   }
   return inv_freq;
@@ -415,6 +435,18 @@ void ModelConfig::validate() const {
              "original_max_position_embeddings {}) needs positive values and high > low",
              rope_scaling.factor, rope_scaling.low_freq_factor, rope_scaling.high_freq_factor,
              rope_scaling.original_max_position);
+  }
+  if (!rope_freq_factors.empty()) {
+    PF_CHECK(!rope_scaling.llama3,
+             "RoPE has both llama3 rope_scaling and per-frequency factors; give one of them");
+    PF_CHECK(int64_t(rope_freq_factors.size()) == head_dim / 2,
+             "RoPE frequency factors: {} entries, but head_dim {} has {} frequencies",
+             rope_freq_factors.size(), head_dim, head_dim / 2);
+    for (size_t i = 0; i < rope_freq_factors.size(); ++i) {
+      PF_CHECK(std::isfinite(rope_freq_factors[i]) && rope_freq_factors[i] > 0,
+               "RoPE frequency factor {} = {} must be positive and finite", i,
+               rope_freq_factors[i]);
+    }
   }
   PF_CHECK(!blocks.empty(), "a model needs at least one block");
   for (int i = 0; i < n_blocks(); ++i) {
@@ -442,7 +474,11 @@ std::string ModelConfig::summary() const {
       fmt::format("{}: {} blocks, hidden {}, {} heads x {}, vocab {}, rope theta {}{}{}",
                   model_type.empty() ? "model" : model_type, n_blocks(), hidden_size, n_heads,
                   head_dim, vocab_size, rope_theta,
-                  rope_scaling.llama3 ? fmt::format(" (llama3 x{})", rope_scaling.factor) : "",
+                  rope_scaling.llama3 ? fmt::format(" (llama3 x{})", rope_scaling.factor)
+                  : rope_freq_factors.empty()
+                      ? ""
+                      : fmt::format(" (frequency factors {}..{})", rope_freq_factors.front(),
+                                    rope_freq_factors.back()),
                   tie_word_embeddings ? ", tied embeddings" : "");
   int run_start = 0;
   for (int i = 1; i <= n_blocks(); ++i) {

@@ -42,6 +42,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-5;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  // Per-frequency divisors of inv_freq (head_dim/2 entries), llama.cpp's rope_freqs tensor:
+  // how its converter stores Llama-3.1 scaling in a GGUF. Empty: none. Not with rope_scaling.
+  std::vector<double> rope_freq_factors;
   bool tie_word_embeddings = false;
   int64_t max_position_embeddings = 2048;
   int bos_token_id = -1;
@@ -64,7 +67,8 @@ ModelConfig load_hf_config(const std::string& path);
 // not a full Llama block, or when fused).
 std::string to_hf_config_json(const ModelConfig& config);
 
-// inv_freq (head_dim/2) of RoPE with the config's theta and any Llama-3 scaling.
+// inv_freq (head_dim/2) of RoPE with the config's theta and any Llama-3 scaling (as
+// parameters, or as per-frequency factors).
 std::vector<float> rope_inv_freq(const ModelConfig& config);
 
 // HF tensor names: the one naming scheme inside parafuse (GGUF sources translate to it).

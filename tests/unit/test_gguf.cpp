@@ -536,13 +536,34 @@ TEST(GgufConfig, Llama3RopeScalingFromKeys) {
   EXPECT_EQ(config.rope_scaling.original_max_position, 8192);
 }
 
+// Llama-3.1 GGUFs from llama.cpp's converter: RoPE scaling as a rope_freqs tensor of divisors,
+// which wins over any rope.scaling keys (llama.cpp applies the factors alone).
+TEST(GgufConfig, RopeFreqsTensorBecomesFrequencyFactors) {
+  GgufWriter w = tiny_llama();
+  w.tensor_f32("rope_freqs.weight", {2}, {1, 8});
+  w.kv_string("llama.rope.scaling.type", "llama3").kv_f32("llama.rope.scaling.factor", 8.0f);
+  const std::vector<uint8_t> bytes = w.build();
+  const ModelConfig config = config_from_gguf(GgufFile(bytes.data(), bytes.size(), "m.gguf"));
+  EXPECT_EQ(config.rope_freq_factors, (std::vector<double>{1.0, 8.0}));
+  EXPECT_FALSE(config.rope_scaling.llama3);
+  const std::vector<float> inv_freq = rope_inv_freq(config);
+  ASSERT_EQ(inv_freq.size(), 2u);
+  EXPECT_EQ(inv_freq[0], 1.0f);
+  EXPECT_FLOAT_EQ(inv_freq[1], float(1.0 / std::pow(500000.0, 0.5) / 8.0));
+}
+
 TEST(GgufConfig, RejectsWhatItCannotRepresent) {
   {
     GgufWriter w = tiny_llama();
-    w.tensor_f32("rope_freqs.weight", {2}, {1, 8});
+    w.tensor_f32("rope_freqs.weight", {3}, {1, 8, 8});
+    EXPECT_THAT(config_error(w), HasSubstr("model.gguf: tensor 'rope_freqs.weight' has shape [3], "
+                                           "expected [2] (head_dim 4 / 2)"));
+  }
+  {
+    GgufWriter w = tiny_llama();
+    w.tensor_f32("rope_freqs.weight", {2}, {1, -8});
     EXPECT_THAT(config_error(w),
-                HasSubstr("model.gguf: tensor 'rope_freqs.weight' (Llama-3 RoPE frequency "
-                          "factors) is not supported"));
+                HasSubstr("model.gguf: rope_freqs.weight[1] = -8 must be positive and finite"));
   }
   {
     GgufWriter w = tiny_llama();

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "kernels/core/error.h"
@@ -131,6 +132,54 @@ TEST(ModelConfig, PlainRopeInvFreq) {
   EXPECT_NEAR(inv_freq[1], 0.697830558f, 1e-6 * 0.7);
   EXPECT_NEAR(inv_freq[16], 0.00316227786f, 1e-6 * 0.00316);
   EXPECT_NEAR(inv_freq[31], 1.43301268e-05f, 1e-6 * 1.43e-5);
+}
+
+// llama.cpp's converter stores Llama-3.1 scaling in a GGUF as per-frequency divisors (F32), by
+// its own formula: 1 where wavelen < high_wl, factor where wavelen > low_wl, else
+// 1 / ((1 - smooth) / factor + smooth). Dividing by them gives HF's llama3 inv_freq.
+TEST(ModelConfig, RopeFreqFactorsMatchLlama3Scaling) {
+  const ModelConfig hf = parse_hf_config(kLlama31, "config.json");
+  ASSERT_TRUE(hf.rope_scaling.llama3);
+  const RopeScaling& sc = hf.rope_scaling;
+  const double low_wl = double(sc.original_max_position) / sc.low_freq_factor;
+  const double high_wl = double(sc.original_max_position) / sc.high_freq_factor;
+  ModelConfig gguf_like = hf;
+  gguf_like.rope_scaling = RopeScaling{};
+  for (int i = 0; i < hf.head_dim / 2; ++i) {
+    const double freq = 1.0 / std::pow(hf.rope_theta, double(2 * i) / double(hf.head_dim));
+    const double wavelen = 2 * M_PI / freq;
+    double f = 1.0;
+    if (wavelen > low_wl) {
+      f = sc.factor;
+    } else if (wavelen >= high_wl) {
+      const double smooth = (double(sc.original_max_position) / wavelen - sc.low_freq_factor) /
+                            (sc.high_freq_factor - sc.low_freq_factor);
+      f = 1.0 / ((1 - smooth) / sc.factor + smooth);
+    }
+    gguf_like.rope_freq_factors.push_back(double(float(f)));  // stored as F32
+  }
+  gguf_like.validate();
+  const std::vector<float> a = rope_inv_freq(hf), b = rope_inv_freq(gguf_like);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-6 * a[i]) << "index " << i;
+
+  // The factors travel through config.json (a parafuse key) and back.
+  const ModelConfig back = parse_hf_config(to_hf_config_json(gguf_like), "round-trip.json");
+  EXPECT_EQ(back.rope_freq_factors, gguf_like.rope_freq_factors);
+  EXPECT_FALSE(back.rope_scaling.llama3);
+
+  ModelConfig both = hf;
+  both.rope_freq_factors = gguf_like.rope_freq_factors;
+  EXPECT_THROW(
+      {
+        try {
+          both.validate();
+        } catch (const Error& e) {
+          EXPECT_THAT(e.what(), HasSubstr("both llama3 rope_scaling and per-frequency factors"));
+          throw;
+        }
+      },
+      Error);
 }
 
 TEST(ModelConfig, ParsesSmolLm2) {
@@ -318,6 +367,11 @@ TEST(ModelConfig, BadConfigsGiveOneClearError) {
       {smol_with("eos_token_id", "[2, \"x\"]"), "eos_token_id[1] must be an integer, got string"},
       {smol_with("eos_token_id", "-3"), "eos_token_id = -3 is out of range"},
       {smol_with("rope_scaling", "[]"), "rope_scaling must be a JSON object, got array"},
+      {smol_with("rope_freq_factors", "4"), "rope_freq_factors must be a list of numbers, got"},
+      {smol_with("rope_freq_factors", "[1, \"x\"]"),
+       "rope_freq_factors[1] must be a finite number, got \"x\""},
+      {smol_with("rope_freq_factors", "[1, 2]"),
+       "RoPE frequency factors: 2 entries, but head_dim 64 has 32 frequencies"},
       {smol_with("rope_scaling", R"({"rope_type": "yarn", "factor": 4})"),
        "config.json: rope_scaling.rope_type = \"yarn\" is not supported (supported: llama3"},
       {smol_with("rope_scaling", R"({"type": "dynamic", "factor": 4})"),
