@@ -172,6 +172,11 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tp0).count();
   // Eager steps first, then the same steps replayed as CUDA graphs (the engine's default);
   // each step ends with sampling, which waits for the device.
+  auto decode_step = [&] {  // one token for sequence 0; sampling waits for the device
+    const SeqTokens step{0, next, false};
+    logits = engine.forward({&step, 1});
+    next = engine.sample(logits, {&greedy, 1});
+  };
   std::vector<double> step_ms, eager_ms;
   int64_t graph_steps = 0;
   for (const bool graphs : {false, true}) {
@@ -180,9 +185,7 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
     const int64_t replayed_before = engine.stats().graph_steps;
     for (int s = 0; s < o.decode_steps; ++s) {
       const auto ts = std::chrono::steady_clock::now();
-      const SeqTokens step{0, next, false};
-      logits = engine.forward({&step, 1});
-      next = engine.sample(logits, {&greedy, 1});
+      decode_step();
       out.push_back(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ts).count());
     }
@@ -195,11 +198,7 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
     PF_CUDA_CHECK(cudaProfilerStart());
     for (const bool graphs : {false, true}) {
       engine.set_graphs(graphs);
-      for (int s = 0; s < o.profile_steps; ++s) {
-        const SeqTokens step{0, next, false};
-        logits = engine.forward({&step, 1});
-        next = engine.sample(logits, {&greedy, 1});
-      }
+      for (int s = 0; s < o.profile_steps; ++s) decode_step();
     }
     be.synchronize();
     PF_CUDA_CHECK(cudaProfilerStop());

@@ -119,7 +119,8 @@ TEST(CudaEndToEnd, DecodeGraphsReplayBatchedSteps) {
 TEST(CudaEndToEnd, SmolLM2GreedyMatchesCpu) {
   std::string why;
   if (cuda_device_count(&why) == 0) GTEST_SKIP() << "no CUDA device: " << why;
-  if (!std::filesystem::exists(kSmolLM2)) GTEST_SKIP() << kSmolLM2 << " is absent";
+  if (!std::filesystem::exists(kSmolLM2))
+    GTEST_SKIP() << kSmolLM2 << " is absent: run cluster/setup.sh";
   ModelFiles files = open_model(kSmolLM2);
   ASSERT_TRUE(files.tokenizer.has_value());
   const std::vector<int32_t> prompt =
