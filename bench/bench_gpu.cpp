@@ -109,13 +109,12 @@ nlohmann::json bench_copy(CudaBackend& be, int repeats) {
 // Every "model.layers.N.<suffix>" is served from layer 0's tensor, generated once.
 class ReusedLayerSource : public WeightSource {
  public:
-  explicit ReusedLayerSource(const SyntheticWeightSource& base) : base_(base) {}
+  explicit ReusedLayerSource(const SyntheticWeightSource& base) : base_(base) {
+    tensors_ = base.tensors();
+  }
   std::string description() const override {
     return base_.description() + " (every layer reads layer 0's weights)";
   }
-  std::vector<std::string> names() const override { return base_.names(); }
-  bool has(const std::string& name) const override { return base_.has(name); }
-  TensorInfo info(const std::string& name) const override { return base_.info(name); }
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override {
     static const std::regex layer(R"(^model\.layers\.\d+\.(.*)$)");
     std::smatch match;

@@ -13,9 +13,9 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/core/error.h"
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/backend_registry.h"
 #include "runtime/engine/engine.h"
-#include "runtime/engine/model_files.h"
+#include "runtime/model/model_files.h"
 
 using namespace parafuse;
 
@@ -37,10 +37,13 @@ int main(int argc, char** argv) {
   std::string model = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   int threads = 1, prefill = 512, decode = 64, reps = 3;
   int64_t max_batch_tokens = 512;
-  std::string json_path;
-  CLI::App app{"parafuse prefill/decode throughput on one rank (CPU backend)"};
+  std::string json_path, backend_name = "cpu";
+  CLI::App app{"parafuse prefill/decode throughput on one rank"};
   app.add_option("-m,--model", model, "Model path (see parafuse generate --help)")
       ->capture_default_str();
+  app.add_option("--backend", backend_name, "Backend")
+      ->capture_default_str()
+      ->check(CLI::IsMember(backend_names()));
   app.add_option("--threads", threads, "BLAS threads")->capture_default_str();
   app.add_option("--prefill", prefill, "Prompt tokens")->capture_default_str();
   app.add_option("--decode", decode, "Decode steps at batch 1")->capture_default_str();
@@ -51,7 +54,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     ModelFiles m = open_model(model);
-    auto backend = make_cpu_backend(threads);
+    auto backend = make_backend(backend_name, {"auto", threads, 0});
     EngineOptions eo;
     eo.kv_cache_tokens = prefill + decode + 16;
     eo.max_batch_tokens = max_batch_tokens;

@@ -56,12 +56,6 @@ std::string_view op_name(Op op) {
   return "?";
 }
 
-int64_t AttentionBatch::total_rows() const {
-  int64_t n = 0;
-  for (const auto& s : seqs) n += s.n_new;
-  return n;
-}
-
 Tensor Backend::alloc_tensor(Buffer& owner, DType dtype, int64_t rows, int64_t cols) {
   PF_CHECK(rows >= 0 && cols >= 0, "alloc_tensor: negative shape ({}, {})", rows, cols);
   owner = alloc(size_t(rows * cols) * dtype_size(dtype));

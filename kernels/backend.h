@@ -89,7 +89,6 @@ struct AttentionSeq {
 struct AttentionBatch {
   std::vector<AttentionSeq> seqs;
   int64_t block_size = 16;
-  int64_t total_rows() const;
 };
 struct AttentionShape {
   int n_heads = 0;
@@ -105,6 +104,9 @@ class Backend {
   virtual bool supports(Op op, DType dtype) const = 0;
   virtual DType weight_dtype() const = 0;
   virtual DType activation_dtype() const = 0;
+  // Whether tensors live in device memory that host code cannot touch: collectives and
+  // transports then use the device's own (NCCL) or stage through host memory.
+  virtual bool device_memory() const { return false; }
 
   // --- memory -------------------------------------------------------------------------------
   virtual Buffer alloc(size_t bytes) = 0;

@@ -17,8 +17,9 @@
 #include <spdlog/spdlog.h>
 
 #include "kernels/core/error.h"
-#include "launcher/fusion_commands.h"
+#include "launcher/cli.h"
 #include "launcher/session.h"
+#include "launcher/text_input.h"
 #include "runtime/fusion/analysis.h"
 
 extern char** environ;
@@ -27,13 +28,11 @@ namespace parafuse {
 namespace {
 
 struct AnalyzeArgs {
-  RunConfigOverrides run;
-  std::string text_file;
-  int64_t max_tokens = 512;
+  SessionFlags session;
+  TextInput text{512};
   std::string plan_file;
   std::string out_dir;
   bool plot = true;
-  bool quiet = false;
 };
 
 // Runs `argv` without a shell, its output to /dev/null when `silent`; its exit status, or -1
@@ -119,29 +118,28 @@ void print_summary(const FusionAnalysis& a) {
   }
 }
 
-int run_analyze(const AnalyzeArgs& a, LaunchContext& launch) {
+int run_analyze(AnalyzeArgs& a, LaunchContext& launch) {
   std::vector<int32_t> ids;
   FusionPlan plan;
-  auto configure = [&](RunConfig& run) {
-    // The calibration text is one sequence: the KV cache must hold all of it.
-    run.batch.kv_cache_tokens = std::max(run.batch.kv_cache_tokens, a.max_tokens + 16);
-  };
   auto check = [&](Session& s) {
-    require_single_rank(s, "analyze");
     if (!a.plan_file.empty()) {
       plan = load_fusion_plan(a.plan_file);
       plan.validate(s.files.config);
     }
-    ids = text_tokens(s, a.text_file, a.max_tokens, "analyze");
+    ids = a.text.tokens(s, "analyze");
     std::filesystem::create_directories(a.out_dir);
   };
-  Session s = open_session(a.run, launch, a.quiet, configure, check);
+  Session s = SessionBuilder(launch, a.session)
+                  .single_rank("analyze")
+                  .configure([&](RunConfig& run) { a.text.size_kv_cache(run); })
+                  .check(check)
+                  .build();
 
   AnalysisOptions options;
   options.plan = a.plan_file.empty() ? nullptr : &plan;
   options.model_name = s.run.model;
   options.on_forward = [&](const AnalysisProgress& p) {
-    if (!a.quiet) spdlog::info("analyze: forward {}/{} ({})", p.forward, p.forwards, p.what);
+    if (!s.quiet) spdlog::info("analyze: forward {}/{} ({})", p.forward, p.forwards, p.what);
   };
   const FusionAnalysis analysis = analyze_fusion(*s.engine, ids, options);
   const std::string json_path = (std::filesystem::path(a.out_dir) / "analysis.json").string();
@@ -155,18 +153,14 @@ int run_analyze(const AnalyzeArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_analyze_command(CLI::App& app) {
-  auto a = std::make_shared<AnalyzeArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "analyze",
+  ModelCommand<AnalyzeArgs> c(
+      app, "analyze",
       "FFN Fusion analysis on calibration text: per-sublayer importance and the block-wise FFN "
       "dependency matrix (JSON + plots)");
-  add_run_config_options(*cmd, a->run);
-  cmd->add_option("--text", a->text_file, "Calibration text (UTF-8 file)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--tokens", a->max_tokens, "Calibration tokens at most (from the text's start)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  CLI::App* cmd = c.cmd;
+  const auto& a = c.args;
+  a->text.add_options(*cmd, "Calibration text (UTF-8 file)", true, "--tokens",
+                      "Calibration tokens at most (from the text's start)");
   cmd->add_option("--plan", a->plan_file,
                   "Fusion plan whose remove_attention list applies during the analysis (makes "
                   "attention-free candidates on models without any)")
@@ -175,8 +169,7 @@ Command add_analyze_command(CLI::App& app) {
       ->required();
   cmd->add_flag("--plot,!--no-plot", a->plot, "Write the PNG plots (python3 + matplotlib)")
       ->capture_default_str();
-  cmd->add_flag("-q,--quiet", a->quiet, "No progress bar or progress lines on stderr");
-  return [a](LaunchContext& launch) { return run_analyze(*a, launch); };
+  return c.runs(run_analyze);
 }
 
 }  // namespace parafuse

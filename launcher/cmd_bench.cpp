@@ -9,38 +9,38 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/core/error.h"
+#include "launcher/cli.h"
 #include "launcher/session.h"
 #include "parallel/mpi_comm.h"
-#include "parallel/process_grid.h"
 #include "runtime/engine/throughput.h"
 
 namespace parafuse {
 namespace {
 
 struct BenchArgs {
-  RunConfigOverrides run;
+  SessionFlags session;
   std::vector<int> batches = {1, 8, 32};
   int prompt_tokens = 64;
   int decode_steps = 16;
   std::string json_path;
   std::string label;
-  bool quiet = false;
 };
 
-int run_bench(const BenchArgs& a, LaunchContext& launch) {
+int run_bench(BenchArgs& a, LaunchContext& launch) {
   auto configure = [&](RunConfig& run) {
     // Room for the largest batch, unless the user sized the cache.
     const int max_batch = *std::max_element(a.batches.begin(), a.batches.end());
-    const int64_t need = int64_t(max_batch) * (a.prompt_tokens + a.decode_steps + 2 * run.batch.page_size);
-    if (!a.run.kv_cache_tokens) run.batch.kv_cache_tokens = std::max(run.batch.kv_cache_tokens, need);
+    const int64_t need =
+        int64_t(max_batch) * (a.prompt_tokens + a.decode_steps + 2 * run.batch.page_size);
+    if (!a.session.run.kv_cache_tokens)
+      run.batch.kv_cache_tokens = std::max(run.batch.kv_cache_tokens, need);
   };
-  Session s = open_session(a.run, launch, a.quiet, configure);
-  const int ranks = s.grid ? s.grid->world_size() : 1;
+  Session s = SessionBuilder(launch, a.session).configure(configure).build();
+  const int ranks = s.grid->world_size();
   nlohmann::json results = nlohmann::json::array();
   if (s.is_root())
-    fmt::print("{:>6} {:>12} {:>14} {:>12} {:>12} {:>11} {:>11} {:>11}\n", "batch",
-               "prefill t/s", "step (ms)", "decode t/s", "allred/step", "compute ms", "collect ms",
-               "pipe ms");
+    fmt::print("{:>6} {:>12} {:>14} {:>12} {:>12} {:>11} {:>11} {:>11}\n", "batch", "prefill t/s",
+               "step (ms)", "decode t/s", "allred/step", "compute ms", "collect ms", "pipe ms");
   for (int batch : a.batches) {
     // Warm-up once (allocations, page faults), then measure.
     measure_throughput(*s.engine, batch, a.prompt_tokens, 2);
@@ -49,7 +49,7 @@ int run_bench(const BenchArgs& a, LaunchContext& launch) {
     // each group's tp rank 0).
     std::vector<float> v = {float(r.compute_seconds_per_step), float(r.collective_seconds_per_step),
                             float(r.transport_seconds_per_step),
-                            float(!s.grid || s.grid->tp_rank() == 0 ? r.all_reduces_per_step : 0)};
+                            float(s.grid->tp_rank() == 0 ? r.all_reduces_per_step : 0)};
     if (s.world) s.world->all_reduce_sum(Tensor{v.data(), DType::F32, 1, 4, 4});
     const double compute = v[0] / ranks, collective = v[1] / ranks, pipe = v[2] / ranks;
     if (!s.is_root()) continue;
@@ -78,7 +78,7 @@ int run_bench(const BenchArgs& a, LaunchContext& launch) {
                         {"tp", s.run.tp},
                         {"pp", s.run.pp},
                         {"transport", s.run.pp > 1 ? s.run.transport : "none"},
-                        {"threads_per_rank", resolve_threads(s.run.threads)},
+                        {"threads_per_rank", s.threads},
                         {"ranks", ranks},
                         {"results", results}};
     std::ofstream out(a.json_path);
@@ -92,25 +92,22 @@ int run_bench(const BenchArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_bench_command(CLI::App& app) {
-  auto a = std::make_shared<BenchArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "bench", "Throughput sweep over batch sizes: prefill and decode tokens/s, per-token "
-               "latency, all-reduces and communication time per step");
-  add_run_config_options(*cmd, a->run);
-  cmd->add_option("--batch", a->batches, "Batch sizes (sequences decoded together)")
-      ->delimiter(',')
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  ModelCommand<BenchArgs> c(
+      app, "bench",
+      "Throughput sweep over batch sizes: prefill and decode tokens/s, per-token "
+      "latency, all-reduces and communication time per step");
+  CLI::App* cmd = c.cmd;
+  const auto& a = c.args;
+  add_batch_sizes_option(*cmd, "--batch", a->batches, "Batch sizes (sequences decoded together)");
   cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length of each sequence")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(int_flag(kPositiveInt));
   cmd->add_option("--decode-steps", a->decode_steps, "Timed decode steps per batch size")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(int_flag(kPositiveInt));
   cmd->add_option("--json", a->json_path, "Write the results as JSON here (rank 0)");
   cmd->add_option("--label", a->label, "A label stored in the JSON");
-  cmd->add_flag("-q,--quiet", a->quiet, "No progress bar on stderr");
-  return [a](LaunchContext& launch) { return run_bench(*a, launch); };
+  return c.runs(run_bench);
 }
 
 }  // namespace parafuse

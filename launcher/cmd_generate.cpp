@@ -7,21 +7,20 @@
 #include <fmt/format.h>
 
 #include "kernels/core/error.h"
+#include "launcher/cli.h"
 #include "launcher/session.h"
-#include "parallel/process_grid.h"
 #include "runtime/engine/generate.h"
 
 namespace parafuse {
 namespace {
 
 struct GenerateArgs {
-  RunConfigOverrides run;
+  SessionFlags session;
   std::string prompt;
   std::string prompt_ids;
   std::string system;
   bool chat = false;
   bool print_ids = false;
-  bool quiet = false;
   std::optional<int> max_tokens;
   std::optional<float> temperature;
   std::optional<int> top_k;
@@ -30,29 +29,14 @@ struct GenerateArgs {
   std::string dump_logits;
 };
 
+// --prompt-ids: explicit token ids, no BOS added.
 std::vector<int32_t> parse_ids(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    PF_CHECK(used > 0 && used == item.size() && v >= 0 && v <= INT32_MAX,
-             "--prompt-ids: '{}' is not a token id (expected comma-separated integers like "
-             "1,15,27)",
-             item);
-    ids.push_back(int32_t(v));
-  }
-  PF_CHECK(!ids.empty(), "--prompt-ids is empty");
-  return ids;
+  const std::vector<int64_t> v = parse_int_list(
+      text, {"--prompt-ids", {0, kIntMax}, "a token id", "comma-separated token ids", "1,15,27"});
+  return std::vector<int32_t>(v.begin(), v.end());
 }
 
-int run_generate(const GenerateArgs& a, LaunchContext& launch) {
+int run_generate(GenerateArgs& a, LaunchContext& launch) {
   std::vector<int32_t> prompt;
   auto configure = [&](RunConfig& run) {
     PF_CHECK(a.prompt.empty() != a.prompt_ids.empty(),
@@ -69,8 +53,9 @@ int run_generate(const GenerateArgs& a, LaunchContext& launch) {
     if (!a.prompt_ids.empty()) {
       prompt = parse_ids(a.prompt_ids);  // explicit ids: no BOS added
       for (int32_t id : prompt)
-        PF_CHECK(id < s.files.config.vocab_size, "--prompt-ids: token id {} outside the vocabulary [0, {})",
-                 id, s.files.config.vocab_size);
+        PF_CHECK(id < s.files.config.vocab_size,
+                 "--prompt-ids: token id {} outside the vocabulary [0, {})", id,
+                 s.files.config.vocab_size);
       return;
     }
     const Tokenizer& t = s.tokenizer();
@@ -85,7 +70,7 @@ int run_generate(const GenerateArgs& a, LaunchContext& launch) {
     const auto ids = t.encode(text, a.chat);
     prompt.insert(prompt.end(), ids.begin(), ids.end());
   };
-  Session s = open_session(a.run, launch, a.quiet, configure, check);
+  Session s = SessionBuilder(launch, a.session).configure(configure).check(check).build();
   const RunConfig& run = s.run;
   const Tokenizer* tok = s.files.tokenizer ? &*s.files.tokenizer : nullptr;
   GenerateOptions go;
@@ -100,7 +85,7 @@ int run_generate(const GenerateArgs& a, LaunchContext& launch) {
       go.stop_ids.push_back(id);
   // Logits of each sampled position, raw float32 rows of `vocab`, from the sampling rank.
   std::ofstream logits_out;
-  if (!a.dump_logits.empty() && s.engine->is_last_stage() && (!s.grid || s.grid->tp_rank() == 0)) {
+  if (!a.dump_logits.empty() && s.engine->is_last_stage() && s.grid->tp_rank() == 0) {
     logits_out.open(a.dump_logits, std::ios::binary);
     PF_CHECK(logits_out.good(), "cannot write --dump-logits file '{}'", a.dump_logits);
     go.on_logits = [&](std::span<const float> row) {
@@ -128,7 +113,7 @@ int run_generate(const GenerateArgs& a, LaunchContext& launch) {
     }
     std::fflush(stdout);
   }
-  if (!a.quiet) {
+  if (!s.quiet) {
     s.log_step_stats("generate");
     if (print) {
       const double n = double(r.ids.size());
@@ -136,8 +121,7 @@ int run_generate(const GenerateArgs& a, LaunchContext& launch) {
                  "prompt {} tokens in {:.3f}s ({:.1f} tok/s); generated {} tokens in {:.3f}s "
                  "({:.1f} tok/s){}\n",
                  prompt.size(), r.prefill_seconds, double(prompt.size()) / r.prefill_seconds,
-                 r.ids.size(), r.decode_seconds,
-                 r.decode_seconds > 0 ? n / r.decode_seconds : 0.0,
+                 r.ids.size(), r.decode_seconds, r.decode_seconds > 0 ? n / r.decode_seconds : 0.0,
                  r.stopped ? ", stopped at end of sequence" : "");
     }
   }
@@ -147,12 +131,12 @@ int run_generate(const GenerateArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_generate_command(CLI::App& app) {
-  auto a = std::make_shared<GenerateArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "generate",
+  ModelCommand<GenerateArgs> c(
+      app, "generate",
       "Generate text for one prompt, streamed. Under mpirun/srun every rank runs it and rank 0 "
       "prints.");
-  add_run_config_options(*cmd, a->run);
+  CLI::App* cmd = c.cmd;
+  const auto& a = c.args;
   cmd->add_option("-p,--prompt", a->prompt, "Prompt text");
   cmd->add_option("--prompt-ids", a->prompt_ids,
                   "Prompt as comma-separated token ids (no BOS is added), e.g. 1,15,27");
@@ -161,19 +145,18 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_flag("--print-ids", a->print_ids, "Print generated token ids instead of text");
   cmd->add_option("-n,--max-tokens", a->max_tokens,
                   "Most tokens to generate (default: sampling.max_tokens, 128)")
-      ->check(CLI::PositiveNumber);
+      ->check(int_flag(kPositiveInt));
   cmd->add_option("-t,--temperature", a->temperature,
                   "Sampling temperature; 0 is greedy (default: sampling.temperature, 0)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(number_flag(kNonNegativeNumber));
   cmd->add_option("--top-k", a->top_k, "Keep the k most likely tokens; 0 is off")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", a->top_p, "Nucleus sampling mass; 1 is off")
-      ->check(CLI::Range(0.0f, 1.0f));
-  cmd->add_option("--seed", a->seed, "Sampling seed");
+      ->check(int_flag(kNonNegativeInt));
+  cmd->add_option("--top-p", a->top_p, "Nucleus sampling mass, in (0, 1]; 1 is off")
+      ->check(number_flag(kProbability));
+  cmd->add_option("--seed", a->seed, "Sampling seed")->check(int_flag(kNonNegativeInt64));
   cmd->add_option("--dump-logits", a->dump_logits,
                   "Write the logits of every sampled position here (raw float32, vocab per row)");
-  cmd->add_flag("-q,--quiet", a->quiet, "No progress bar or timing lines on stderr");
-  return [a](LaunchContext& launch) { return run_generate(*a, launch); };
+  return c.runs(run_generate);
 }
 
 }  // namespace parafuse

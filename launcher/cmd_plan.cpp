@@ -9,23 +9,20 @@
 #include <spdlog/spdlog.h>
 
 #include "kernels/core/error.h"
-#include "launcher/fusion_commands.h"
+#include "launcher/cli.h"
 #include "launcher/session.h"
+#include "launcher/text_input.h"
 #include "runtime/fusion/planner.h"
 
 namespace parafuse {
 namespace {
 
 struct PlanArgs {
-  RunConfigOverrides run;
+  SessionFlags session;
   std::string analysis_file;
-  std::string text_file;
-  int64_t max_tokens = 256;
-  PlannerOptions planner;
-  double max_ppl_increase = 0;
-  double max_kl = 0;
+  TextInput text{256};
+  PlannerOptions planner;  // --max-ppl-increase and --max-kl set its budget directly
   std::string out_file;
-  bool quiet = false;
 };
 
 std::string describe_quality(const QualityResult& q) {
@@ -42,26 +39,24 @@ std::string budget_text(const PlannerOptions& o) {
   return fmt::format("{}", fmt::join(parts, ", "));
 }
 
-int run_plan(PlanArgs& a, CLI::App& cmd, LaunchContext& launch) {
-  if (cmd.count("--max-ppl-increase")) a.planner.max_ppl_increase_pct = a.max_ppl_increase;
-  if (cmd.count("--max-kl")) a.planner.max_kl = a.max_kl;
+int run_plan(PlanArgs& a, LaunchContext& launch) {
   std::vector<int32_t> ids;
   FusionAnalysis analysis;
-  auto configure = [&](RunConfig& run) {
-    run.batch.kv_cache_tokens = std::max(run.batch.kv_cache_tokens, a.max_tokens + 16);
-  };
   auto check = [&](Session& s) {
-    require_single_rank(s, "plan");
     analysis = load_analysis(a.analysis_file);
     PF_CHECK(analysis.model_blocks == s.files.config.n_blocks(),
              "{} was made for a model with {} blocks ({}), this model has {}", a.analysis_file,
              analysis.model_blocks, analysis.model, s.files.config.n_blocks());
-    ids = text_tokens(s, a.text_file, a.max_tokens, "plan");
+    ids = a.text.tokens(s, "plan");
   };
-  Session s = open_session(a.run, launch, a.quiet, configure, check);
+  Session s = SessionBuilder(launch, a.session)
+                  .single_rank("plan")
+                  .configure([&](RunConfig& run) { a.text.size_kv_cache(run); })
+                  .check(check)
+                  .build();
 
   fmt::print("planning FFN fusion of {} on {} held-out tokens of {}; budget: {}\n", s.run.model,
-             ids.size(), a.text_file, budget_text(a.planner));
+             ids.size(), a.text.path, budget_text(a.planner));
   std::fflush(stdout);
   const PlanResult r = plan_fusion(*s.engine, analysis, ids, a.planner, [](const PlanStep& st) {
     const std::string dep =
@@ -101,7 +96,7 @@ int run_plan(PlanArgs& a, CLI::App& cmd, LaunchContext& launch) {
       "made by `parafuse plan` from {} on {} held-out tokens of {}\n"
       "budget: {}{}\n"
       "baseline ppl {:.4f}; this plan: {} vs the original",
-      s.run.model, a.analysis_file, ids.size(), a.text_file, budget_text(a.planner),
+      s.run.model, a.analysis_file, ids.size(), a.text.path, budget_text(a.planner),
       a.planner.fuse_last ? ", last FFN of each run included" : "", r.baseline_perplexity,
       describe_quality(r.final_vs_original));
   const std::filesystem::path out(a.out_file);
@@ -114,40 +109,36 @@ int run_plan(PlanArgs& a, CLI::App& cmd, LaunchContext& launch) {
 }  // namespace
 
 Command add_plan_command(CLI::App& app) {
-  auto a = std::make_shared<PlanArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "plan", "Choose FFN groups to fuse (and attention to remove) within a quality budget");
-  add_run_config_options(*cmd, a->run);
+  ModelCommand<PlanArgs> c(
+      app, "plan", "Choose FFN groups to fuse (and attention to remove) within a quality budget");
+  CLI::App* cmd = c.cmd;
+  const auto& a = c.args;
   cmd->add_option("--analysis", a->analysis_file, "analysis.json from `parafuse analyze`")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--text", a->text_file,
-                  "Held-out text (UTF-8 file) the quality budget is measured on; best not the "
-                  "calibration text")
-      ->required()
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--tokens", a->max_tokens, "Held-out tokens at most (from the text's start)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  a->text.add_options(*cmd,
+                      "Held-out text (UTF-8 file) the quality budget is measured on; best not the "
+                      "calibration text",
+                      true, "--tokens", "Held-out tokens at most (from the text's start)");
   cmd->add_option("--remove-attention", a->planner.remove_attention,
                   "First remove the K least important attention sublayers (by the analysis)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  auto* ppl = cmd->add_option("--max-ppl-increase", a->max_ppl_increase,
+      ->check(int_flag(kNonNegativeInt));
+  auto* ppl = cmd->add_option("--max-ppl-increase", a->planner.max_ppl_increase_pct,
                               "Budget: perplexity increase in percent over the model after "
                               "removals (default 1)")
-                  ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--max-kl", a->max_kl, "Budget: mean KL divergence (nats per token) instead")
-      ->check(CLI::NonNegativeNumber)
+                  ->check(number_flag(kNonNegativeNumber));
+  cmd->add_option("--max-kl", a->planner.max_kl,
+                  "Budget: mean KL divergence (nats per token) instead")
+      ->check(number_flag(kNonNegativeNumber))
       ->excludes(ppl);
   cmd->add_flag("--fuse-last", a->planner.fuse_last,
                 "Also fuse the last FFN of each run (the paper leaves it out)");
   cmd->add_option("--max-steps", a->planner.max_steps, "Merges evaluated at most")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(int_flag(kNonNegativeInt));
   cmd->add_option("--out", a->out_file, "The plan YAML to write")->required();
-  cmd->add_flag("-q,--quiet", a->quiet, "No progress bar or timing lines on stderr");
-  return [a, cmd](LaunchContext& launch) { return run_plan(*a, *cmd, launch); };
+  return c.runs(run_plan);
 }
 
 }  // namespace parafuse

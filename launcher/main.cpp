@@ -3,30 +3,23 @@
 //   - a setup error every rank agreed on (bad config, split that does not fit, missing file):
 //     rank 0 prints one line, every rank exits 1;
 //   - any other error: the failing rank prints it with its rank, then MPI_Abort ends the job
-//     on every rank within seconds.
+//     on every rank within seconds;
+//   - a command-line mistake (unknown command, a flag out of range): one line, exit code 2.
 #include <cstdio>
 #include <cstdlib>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "kernels/core/error.h"
+#include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/session.h"
 #include "parallel/mpi_comm.h"
-
-namespace {
-
-// Launched by mpirun or srun (or any PMI/PMIx launcher)?
-bool under_mpi_launcher() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
-    if (std::getenv(var)) return true;
-  return false;
-}
-
-}  // namespace
+#include "parallel/process_grid.h"
 
 int main(int argc, char** argv) {
   using namespace parafuse;
@@ -38,19 +31,34 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+      ->check(choice_flag({"trace", "debug", "info", "warn", "error"}));
   const std::vector<std::pair<std::string, Command>> commands = {
-      {"generate", add_generate_command(app)},
-      {"eval-ppl", add_eval_ppl_command(app)},
-      {"analyze", add_analyze_command(app)},
-      {"plan", add_plan_command(app)},
-      {"fuse", add_fuse_command(app)},
-      {"bench", add_bench_command(app)},
+      {"generate", add_generate_command(app)}, {"eval-ppl", add_eval_ppl_command(app)},
+      {"analyze", add_analyze_command(app)},   {"plan", add_plan_command(app)},
+      {"fuse", add_fuse_command(app)},         {"bench", add_bench_command(app)},
   };
+  std::vector<std::string> names;
+  for (const auto& [name, run] : commands) names.push_back(name);
+  if (const std::string problem = unknown_command_problem(argc, argv, names, {"--log-level"});
+      !problem.empty()) {
+    fmt::print(stderr, "parafuse: error: {}\n", problem);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::string where;
+    for (const auto& [name, run] : commands)
+      if (app.got_subcommand(name)) where = fmt::format(" (parafuse {} --help)", name);
+    if (dynamic_cast<const CLI::RequiredError*>(&e) && app.get_subcommands().empty()) {
+      fmt::print(stderr,
+                 "parafuse: error: no command given; the commands are {} (parafuse --help)\n",
+                 fmt::join(names, ", "));
+    } else {
+      fmt::print(stderr, "parafuse: error: {}{}\n", describe_parse_error(e), where);
+    }
+    return 2;
   }
   auto logger = spdlog::stderr_color_mt("parafuse");
   spdlog::set_default_logger(logger);
@@ -61,7 +69,7 @@ int main(int argc, char** argv) {
   LaunchContext launch;
   int rank = 0;
   try {
-    if (under_mpi_launcher()) {
+    if (read_launch_environment().under_launcher()) {
       mpi = std::make_unique<MpiSession>(&argc, &argv);
       launch.mpi = mpi.get();
       rank = mpi->rank();

@@ -12,8 +12,6 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
 namespace parafuse {
 
 struct RunConfig {
@@ -22,21 +20,20 @@ struct RunConfig {
   // parallel.*
   int tp = 1;                     // tensor-parallel ranks per pipeline stage
   int pp = 1;                     // pipeline stages
-  std::string transport = "mpi";  // stage-to-stage activations: mpi | ucx
+  std::string transport = "mpi";  // stage-to-stage activations: one of transport_kinds()
   // First block of each stage, e.g. {0, 10, 22} for pp = 3; empty: balanced by block cost.
   // Checked here: size == pp, starts at 0, strictly increasing. The engine checks each entry
   // against the model's block count.
   std::vector<int> pp_split;
 
-  std::string backend = "cpu";  // cpu | cuda
-  std::string dtype = "auto";   // auto | f32 | bf16
+  std::string backend = "cpu";  // one of backend_names() (kernels/backend_registry.h)
+  std::string dtype = "auto";   // auto, or a dtype of the backend (backend_dtypes())
   int threads = 0;              // BLAS threads per rank; 0: auto
   // A fusion plan (parafuse plan) to run the unfused model in parallel-FFN mode; empty: none.
   std::string fusion_plan;
 
   struct Batch {
     int64_t max_batch_tokens = 512;  // most tokens in one forward pass
-    int max_sequences = 16;          // most sequences decoded together
     int64_t kv_cache_tokens = 4096;  // KV cache capacity per rank, in tokens
     int64_t page_size = 16;          // tokens per KV cache page
     int micro_batches = 0;           // pipeline micro-batches in flight; 0: auto
@@ -55,11 +52,6 @@ struct RunConfig {
     double transport_seconds = 60;   // one stage-to-stage send or receive
   } timeouts;
 
-  struct Serve {
-    std::string host = "127.0.0.1";
-    int port = 8000;
-  } serve;
-
   // Where the values came from, for logs: "configs/x.yaml", "command line", or
   // "configs/x.yaml + command line".
   std::string source;
@@ -75,37 +67,5 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& orig
 // Cross-key checks that hold for any finished config (pp_split against pp); parse_run_config
 // and resolve_run_config call it. Throws parafuse::Error.
 void check_run_config(const RunConfig& config);
-
-// The command-line flags of a run config. An empty optional means "flag not given": the
-// value comes from --config, or the default.
-struct RunConfigOverrides {
-  std::optional<std::string> config_path;    // --config
-  std::optional<std::string> model;          // -m, --model
-  std::optional<int> tp;                     // --tp
-  std::optional<int> pp;                     // --pp
-  std::optional<std::string> transport;      // --transport
-  std::optional<std::string> backend;        // --backend
-  std::optional<std::string> dtype;          // --dtype
-  std::optional<int> threads;                // --threads
-  std::optional<std::string> fusion_plan;    // --fusion-plan
-  std::optional<int64_t> kv_cache_tokens;    // --kv-cache-tokens
-  std::optional<int64_t> max_batch_tokens;   // --max-batch-tokens
-  std::optional<int> micro_batches;          // --micro-batches
-  std::optional<std::vector<int>> pp_split;  // --pp-split 0,10,22
-  std::optional<double> collective_timeout;  // --collective-timeout SECONDS
-  std::optional<double> transport_timeout;   // --transport-timeout SECONDS
-};
-
-// Registers the flags above on `cmd`; bad values fail in CLI::App::parse (CLI::ParseError).
-// `o` must outlive the parse.
-void add_run_config_options(CLI::App& cmd, RunConfigOverrides& o);
-
-// The file when --config was given (else the defaults), each given flag on top, then the
-// final checks: a model must be set, pp_split must match pp. Throws parafuse::Error.
-RunConfig resolve_run_config(const RunConfigOverrides& o);
-
-// "--pp-split" text to block indices: "0,10,22" -> {0, 10, 22}. Throws parafuse::Error naming
-// the bad item; the order checks are check_run_config's.
-std::vector<int> parse_pp_split_list(const std::string& text);
 
 }  // namespace parafuse

@@ -1,20 +1,18 @@
-// Session setup on every rank, with agreed errors. See session.h.
+// The session builder (see session.h).
 #include "launcher/session.h"
 
-#include <cstdlib>
+#include <unistd.h>  // gethostname
+
+#include <algorithm>
+#include <cstring>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "kernels/backend_registry.h"
 #include "kernels/core/error.h"
-#include "kernels/cpu/cpu_backend.h"
-#if defined(PARAFUSE_HAS_CUDA)
-#include "kernels/cuda/cuda_backend.h"
-#include "parallel/nccl_collectives.h"
-#endif
 #include "launcher/progress_bar.h"
 #include "parallel/mpi_comm.h"
-#include "parallel/process_grid.h"
 #include "parallel/staged_collectives.h"
 #include "parallel/transport.h"
 #include "runtime/fusion/fusion_plan.h"
@@ -26,56 +24,85 @@ std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(int64_t(seconds * 1000.0));
 }
 
-std::unique_ptr<Backend> make_backend(const RunConfig& run) {
-#if defined(PARAFUSE_HAS_CUDA)
-  if (run.backend == "cuda") {
-    PF_CHECK(run.dtype == "auto" || run.dtype == "bf16",
-             "dtype '{}' is not supported by the cuda backend (use bf16 or auto)", run.dtype);
-    std::string why;
-    const int devices = cuda_device_count(&why);
-    PF_CHECK(devices > 0, "backend 'cuda': no CUDA device: {}", why);
-    CudaBackendOptions options;
-    options.device = local_rank_from_environment().rank % devices;  // one GPU per local rank
-    return make_cuda_backend(options);
-  }
-  PF_CHECK(run.backend == "cpu",
-           "backend '{}' is not available in this build (built backends: cpu, cuda)", run.backend);
-#else
-  PF_CHECK(run.backend == "cpu",
-           "backend '{}' is not available in this build (built backends: cpu; configure with "
-           "-DPARAFUSE_CUDA=ON for cuda)",
-           run.backend);
-#endif
-  PF_CHECK(run.dtype == "auto" || run.dtype == "f32",
-           "dtype '{}' is not supported by the cpu backend (use f32 or auto)", run.dtype);
-  return make_cpu_backend(resolve_threads(run.threads));
+// BLAS threads per rank: as configured; else one per rank under a launcher, the whole machine
+// for a lone process.
+int resolve_threads(int requested, int world_size) {
+  if (requested > 0) return requested;
+  if (world_size > 1) return 1;
+  return int(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-// Whether every rank on this node can have a GPU of its own (make_backend's device choice).
-bool gpus_per_rank_ok(LaunchContext& launch) {
-#if defined(PARAFUSE_HAS_CUDA)
-  const LocalRank local = launch.mpi ? launch.mpi->local() : LocalRank{};
-  return cuda_device_count() >= std::max(1, local.size);
-#else
-  (void)launch;
-  return false;
-#endif
+std::string host_name() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) return "?";
+  return name;
 }
 
-// The TP group's collectives over the device backend's tensors.
-std::unique_ptr<Collectives> make_device_tp(Session& s, bool own_gpus,
-                                            std::chrono::milliseconds timeout) {
-#if defined(PARAFUSE_HAS_CUDA)
-  if (own_gpus) {
-    auto& cuda = dynamic_cast<CudaBackend&>(*s.backend);
-    return std::make_unique<NcclCollectives>(
-        s.tp_group->get(), fmt::format("tp group of stage {} (nccl)", s.grid->pp_stage()),
-        s.grid->tp_group(), cuda.device(), cuda.stream(), timeout);
+// Runs `local` on every rank; if it failed anywhere, every rank throws the first failure.
+class Agreement {
+ public:
+  Agreement(MpiCollectives* world, int world_rank, int world_size)
+      : world_(world), rank_(world_rank), size_(world_size) {}
+
+  void operator()(const std::function<void()>& local) const {
+    std::string error;
+    try {
+      local();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (!world_) {
+      if (!error.empty()) throw SetupError(error, 0);
+      return;
+    }
+    std::vector<float> failed(size_t(size_), 0.0f);
+    failed[size_t(rank_)] = error.empty() ? 0.0f : 1.0f;
+    world_->all_reduce_sum(Tensor{failed.data(), DType::F32, 1, size_, size_});
+    int first = -1;
+    for (int r = 0; r < size_ && first < 0; ++r)
+      if (failed[size_t(r)] > 0) first = r;
+    if (first < 0) return;
+    uint64_t length = first == rank_ ? error.size() : 0;
+    world_->broadcast_bytes(&length, sizeof(length), first);
+    std::string message(length, '\0');
+    if (first == rank_) message = error;
+    world_->broadcast_bytes(message.data(), length, first);
+    throw SetupError(message, first);
   }
-#else
-  (void)own_gpus, (void)timeout;
-#endif
-  return std::make_unique<StagedCollectives>(*s.tp, *s.backend);
+
+  // Whether `mine` holds on every rank.
+  bool all(bool mine) const {
+    if (!world_) return mine;
+    std::vector<float> lacking = {mine ? 0.0f : 1.0f};
+    world_->all_reduce_sum(Tensor{lacking.data(), DType::F32, 1, 1, 1});
+    return lacking[0] == 0.0f;
+  }
+
+ private:
+  MpiCollectives* world_;
+  int rank_, size_;
+};
+
+// Rank 0 logs one line per rank, in rank order: where each rank runs and what it drives.
+void log_placement(const Session& s, MpiCollectives* world) {
+  const ProcessGrid& g = *s.grid;
+  const std::string line = fmt::format(
+      "rank {}/{} on {}: stage {}/{}, tp {}/{}, local rank {}/{} ({}), backend {} device {}",
+      g.world_rank(), g.world_size(), host_name(), g.pp_stage(), g.pp(), g.tp_rank(), g.tp(),
+      g.local_rank(), g.local_size(), s.local_rank_source, s.run.backend, s.device);
+  constexpr int64_t kWidth = 256;
+  std::vector<char> mine(size_t(kWidth), '\0');
+  std::memcpy(mine.data(), line.data(), std::min<size_t>(line.size(), kWidth - 1));
+  std::vector<char> all(size_t(kWidth * g.world_size()), '\0');
+  if (world) {  // the lines travel as rows of I32 (the collectives move typed tensors)
+    constexpr int64_t kWords = kWidth / 4;
+    world->all_gather_rows(Tensor{mine.data(), DType::I32, 1, kWords, kWords},
+                           Tensor{all.data(), DType::I32, g.world_size(), kWords, kWords});
+  } else {
+    all = mine;
+  }
+  if (!s.is_root() || s.quiet) return;
+  for (int r = 0; r < g.world_size(); ++r) spdlog::info("{}", all.data() + size_t(r) * kWidth);
 }
 
 }  // namespace
@@ -83,20 +110,6 @@ std::unique_ptr<Collectives> make_device_tp(Session& s, bool own_gpus,
 Session::Session() = default;
 Session::~Session() = default;
 Session::Session(Session&&) noexcept = default;
-
-int resolve_threads(int requested) {
-  if (requested > 0) return requested;
-  // Under a launcher every rank gets one BLAS thread; alone, the whole machine.
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
-    const char* v = std::getenv(var);
-    if (v && std::atoi(v) > 1) return 1;
-  }
-  return int(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-bool Session::is_root() const {
-  return !grid || grid->world_rank() == 0;
-}
 
 const Tokenizer& Session::tokenizer() const {
   PF_CHECK(files.tokenizer.has_value(),
@@ -106,124 +119,139 @@ const Tokenizer& Session::tokenizer() const {
   return *files.tokenizer;
 }
 
-Session open_session(const RunConfigOverrides& overrides, LaunchContext& launch, bool quiet,
-                     const std::function<void(RunConfig&)>& configure,
-                     const std::function<void(Session&)>& check) {
-  Session s;
-  s.quiet = quiet;
-  const int world_size = launch.mpi ? launch.mpi->size() : 1;
-  const int world_rank = launch.mpi ? launch.mpi->rank() : 0;
-  // Until the run config is read, the setup agreement itself uses the default timeout.
-  auto collective_timeout = to_ms(RunConfig{}.timeouts.collective_seconds);
-
-  if (launch.mpi) {
-    s.world_group = std::make_unique<MpiComm>(MPI_COMM_WORLD, 0, world_rank);
-    std::vector<int> all(static_cast<size_t>(world_size));
-    for (int r = 0; r < world_size; ++r) all[size_t(r)] = r;
-    s.world =
-        std::make_unique<MpiCollectives>(s.world_group->get(), "world", all, collective_timeout);
-  }
-  // Runs `local` on every rank; if it failed anywhere, every rank throws the first failure.
-  auto agree = [&](const std::function<void()>& local) {
-    std::string error;
-    try {
-      local();
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    if (!s.world) {
-      if (!error.empty()) throw SetupError(error, 0);
-      return;
-    }
-    std::vector<float> failed(static_cast<size_t>(world_size), 0.0f);
-    failed[size_t(world_rank)] = error.empty() ? 0.0f : 1.0f;
-    s.world->all_reduce_sum(Tensor{failed.data(), DType::F32, 1, world_size, world_size});
-    int first = -1;
-    for (int r = 0; r < world_size && first < 0; ++r)
-      if (failed[size_t(r)] > 0) first = r;
-    if (first < 0) return;
-    uint64_t length = first == world_rank ? error.size() : 0;
-    s.world->broadcast_bytes(&length, sizeof(length), first);
-    std::string message(length, '\0');
-    if (first == world_rank) message = error;
-    s.world->broadcast_bytes(message.data(), length, first);
-    throw SetupError(message, first);
-  };
-
-  const RunConfig& run = s.run;
-  agree([&] {
-    s.run = resolve_run_config(overrides);
-    if (configure) configure(s.run);
-    PF_CHECK(launch.mpi || run.tp * run.pp == 1,
-             "tp={} x pp={} needs {} ranks: run under mpirun -np {} (or srun -n {})", run.tp,
-             run.pp, run.tp * run.pp, run.tp * run.pp, run.tp * run.pp);
-    const LocalRank local = launch.mpi ? launch.mpi->local() : LocalRank{};
-    s.grid = std::make_unique<ProcessGrid>(world_size, world_rank, run.tp, run.pp, local.rank,
-                                           local.size);
-    s.files = open_model(run.model);
-    s.backend = make_backend(run);
-    if (check) check(s);
-  });
-  collective_timeout = to_ms(run.timeouts.collective_seconds);
-  if (s.is_root() && !quiet) spdlog::info("model {}: {}", run.model, s.files.config.summary());
-
-  ParallelContext pc;
-  if (launch.mpi) {
-    // Collective: every rank builds the same groups.
-    s.tp_group = std::make_unique<MpiComm>(MPI_COMM_WORLD, s.grid->pp_stage(), s.grid->tp_rank());
-    s.tp = std::make_unique<MpiCollectives>(s.tp_group->get(),
-                                            fmt::format("tp group of stage {}", s.grid->pp_stage()),
-                                            s.grid->tp_group(), collective_timeout);
-    const bool on_device = s.backend->name() != "cpu";
-    // NCCL needs a GPU of its own for every rank; decided together so all ranks agree.
-    std::vector<float> lacking = {on_device && gpus_per_rank_ok(launch) ? 0.0f : 1.0f};
-    s.world->all_reduce_sum(Tensor{lacking.data(), DType::F32, 1, 1, 1});
-    const bool own_gpus = lacking[0] == 0.0f;
-    agree([&] {
-      PF_CHECK(run.pp == 1 || run.transport != "nccl" || (on_device && own_gpus),
-               "transport 'nccl' needs the cuda backend and one GPU per rank ({}); use \"mpi\" or "
-               "\"ucx\", which stage device tensors through host memory",
-               on_device ? "some node has more ranks than GPUs" : "the backend is cpu");
-    });
-    if (on_device && run.tp > 1) s.tp_device = make_device_tp(s, own_gpus, collective_timeout);
-    if (run.pp > 1) {
-      s.transport =
-          make_transport(run.transport, MPI_COMM_WORLD, to_ms(run.timeouts.transport_seconds));
-      if (on_device && run.transport != "nccl")
-        s.transport = make_staged_transport(std::move(s.transport), *s.backend);
-    }
-    if (s.is_root() && !quiet && on_device && run.tp * run.pp > 1)
-      spdlog::info("device collectives: tp {}, pp {}",
-                   s.tp_device ? s.tp_device->name() : std::string("none"),
-                   s.transport ? s.transport->name() : std::string("none"));
-    pc.grid = s.grid.get();
-    pc.tp = s.tp_device ? s.tp_device.get() : static_cast<Collectives*>(s.tp.get());
-    pc.world = s.world.get();
-    pc.transport = s.transport.get();
-  }
-  pc.pp_split = run.pp_split;
-  pc.micro_batches = run.batch.micro_batches;
-
+std::unique_ptr<Engine> Session::make_engine(const ModelFiles& model) const {
   EngineOptions eo;
   eo.kv_cache_tokens = run.batch.kv_cache_tokens;
   eo.max_batch_tokens = run.batch.max_batch_tokens;
   eo.page_size = run.batch.page_size;
+  ParallelContext pc;
+  if (world) {
+    pc.grid = grid.get();
+    pc.tp = tp_device ? tp_device.get() : static_cast<Collectives*>(tp.get());
+    pc.world = world.get();
+    pc.transport = transport.get();
+  }
+  pc.pp_split = run.pp_split;
+  pc.micro_batches = run.batch.micro_batches;
+  ProgressBar bar("loading weights", !quiet && is_root());
+  auto engine =
+      std::make_unique<Engine>(model.config, *model.weights, *backend, eo, pc,
+                               [&](size_t done, size_t total) { bar.update(done, total); });
+  bar.finish();
+  return engine;
+}
+
+SessionBuilder::SessionBuilder(LaunchContext& launch, const SessionFlags& flags)
+    : launch_(launch), flags_(flags) {}
+
+SessionBuilder& SessionBuilder::configure(std::function<void(RunConfig&)> fn) {
+  configure_ = std::move(fn);
+  return *this;
+}
+
+SessionBuilder& SessionBuilder::check(std::function<void(Session&)> fn) {
+  check_ = std::move(fn);
+  return *this;
+}
+
+SessionBuilder& SessionBuilder::single_rank(std::string command) {
+  single_rank_command_ = std::move(command);
+  return *this;
+}
+
+Session SessionBuilder::build() {
+  Session s;
+  s.quiet = flags_.quiet;
+  MpiSession* mpi = launch_.mpi;
+  const int world_size = mpi ? mpi->size() : 1;
+  const int world_rank = mpi ? mpi->rank() : 0;
+  // Until the run config is read, the setup agreement itself uses the default timeout.
+  if (mpi) {
+    s.world_group = std::make_unique<MpiComm>(MPI_COMM_WORLD, 0, world_rank);
+    std::vector<int> all(static_cast<size_t>(world_size));
+    for (int r = 0; r < world_size; ++r) all[size_t(r)] = r;
+    s.world = std::make_unique<MpiCollectives>(s.world_group->get(), "world", all,
+                                               to_ms(RunConfig{}.timeouts.collective_seconds));
+  }
+  const Agreement agree(s.world.get(), world_rank, world_size);
+  const RunConfig& run = s.run;
+
+  // 1. Config, grid, model files, backend: each rank alone, then agreed.
   agree([&] {
-    ProgressBar bar("loading weights", !quiet && s.is_root());
-    s.engine =
-        std::make_unique<Engine>(s.files.config, *s.files.weights, *s.backend, eo, pc,
-                                 [&](size_t done, size_t total) { bar.update(done, total); });
-    bar.finish();
+    s.run = resolve_run_config(flags_.run);
+    if (configure_) configure_(s.run);
+    if (!single_rank_command_.empty())
+      PF_CHECK(world_size == 1 && run.tp == 1 && run.pp == 1,
+               "parafuse {} runs on a single rank (tp=1, pp=1: it observes whole hidden states), "
+               "but was launched with {} ranks, tp={}, pp={}: run it without mpirun/srun",
+               single_rank_command_, world_size, run.tp, run.pp);
+    PF_CHECK(mpi || run.tp * run.pp == 1,
+             "tp={} x pp={} needs {} ranks: run under mpirun -np {} (or srun -n {})", run.tp,
+             run.pp, run.tp * run.pp, run.tp * run.pp, run.tp * run.pp);
+    const LocalRank local = mpi ? mpi->local() : LocalRank{0, 1, "single process"};
+    s.grid = std::make_unique<ProcessGrid>(world_size, world_rank, run.tp, run.pp, local.rank,
+                                           local.size);
+    s.local_rank_source = local.source;
+    s.threads = resolve_threads(run.threads, world_size);
+    // The backend's device: this rank's local rank over the devices its node has, from the
+    // same local rank the grid holds (so ranks of a node never share a device they need not).
+    std::string why;
+    const int devices = backend_info(run.backend).device_count(&why);
+    PF_CHECK(devices > 0, "backend '{}': no device on this node: {}", run.backend, why);
+    s.device = s.grid->device(devices);
+    s.files = open_model(run.model);
+    s.backend = make_backend(run.backend, {run.dtype, s.threads, s.device});
+    if (check_) check_(s);
   });
+  if (s.is_root() && !s.quiet)
+    spdlog::info("model {} (run config from {}): {}", run.model, run.source,
+                 s.files.config.summary());
+  log_placement(s, s.world.get());
+
+  // 2. Communicators and transport: collective calls, every rank in the same order.
+  const auto collective_timeout = to_ms(run.timeouts.collective_seconds);
+  const bool on_device = s.backend->device_memory();
+  if (mpi) {
+    s.world = std::make_unique<MpiCollectives>(s.world_group->get(), "world",
+                                               s.world->world_ranks(), collective_timeout);
+    const Agreement agreed(s.world.get(), world_rank, world_size);
+    s.tp_group = std::make_unique<MpiComm>(MPI_COMM_WORLD, s.grid->pp_stage(), s.grid->tp_rank());
+    s.tp = std::make_unique<MpiCollectives>(s.tp_group->get(),
+                                            fmt::format("tp group of stage {}", s.grid->pp_stage()),
+                                            s.grid->tp_group(), collective_timeout);
+    // NCCL needs a device of its own for every rank: decided together so all ranks agree.
+    std::string why;
+    const bool device_per_rank = agreed.all(
+        on_device && backend_info(run.backend).device_count(&why) >= s.grid->local_size());
+    agreed([&] {
+      PF_CHECK(run.pp == 1 || run.transport != "nccl" || (on_device && device_per_rank),
+               "transport 'nccl' needs the cuda backend and one GPU per rank ({}); use \"mpi\" or "
+               "\"ucx\", which stage device tensors through host memory",
+               on_device ? "some node has more ranks than GPUs" : "the backend is cpu");
+    });
+    if (on_device && run.tp > 1)
+      s.tp_device = make_device_collectives(*s.tp, *s.backend, device_per_rank, collective_timeout);
+    if (run.pp > 1)
+      s.transport = make_transport(run.transport, MPI_COMM_WORLD,
+                                   to_ms(run.timeouts.transport_seconds), s.backend.get());
+    if (s.is_root() && !s.quiet && on_device && run.tp * run.pp > 1)
+      spdlog::info("device collectives: tp {}, pp {}",
+                   s.tp_device ? s.tp_device->name() : std::string("none"),
+                   s.transport ? s.transport->name() : std::string("none"));
+  }
+
+  // 3. The engine, loaded agreed, and the fusion plan's overrides.
+  const Agreement agreed(s.world.get(), world_rank, world_size);
+  agreed([&] { s.engine = s.make_engine(s.files); });
   if (!run.fusion_plan.empty()) {
-    agree([&] {
+    agreed([&] {
       const FusionPlan plan = load_fusion_plan(run.fusion_plan);
       s.engine->stage().set_overrides(plan.overrides(s.files.config));
     });
-    if (s.is_root() && !quiet)
+    if (s.is_root() && !s.quiet)
       spdlog::info("parallel-FFN mode per fusion plan {}", run.fusion_plan);
   }
-  if (s.is_root() && !quiet)
+  if (s.is_root() && !s.quiet)
     spdlog::info("pipeline split (tp={}, pp={}, transport {}):\n{}", run.tp, run.pp,
                  run.pp > 1 ? run.transport : "none", describe_plan(s.engine->pipeline_plan()));
   return s;
@@ -233,7 +261,7 @@ void Session::log_step_stats(const char* phase) const {
   const EngineStats& st = engine->stats();
   // [all-reduces counted once per TP group, forward steps, collective seconds, transport s]
   std::vector<float> v = {
-      float(!grid || grid->tp_rank() == 0 ? st.tp_all_reduces : 0),
+      float(grid->tp_rank() == 0 ? st.tp_all_reduces : 0),
       float(is_root() ? st.forwards : 0),
       float(st.collective_seconds),
       float(st.transport_seconds),
@@ -241,7 +269,7 @@ void Session::log_step_stats(const char* phase) const {
   if (world)
     world->all_reduce_sum(Tensor{v.data(), DType::F32, 1, int64_t(v.size()), int64_t(v.size())});
   if (!is_root() || v[1] == 0) return;
-  const int ranks = grid ? grid->world_size() : 1;
+  const int ranks = grid->world_size();
   spdlog::info(
       "{}: {} forward steps, {:.1f} all-reduces per step (tp={}, over all stages), "
       "TP collectives {:.3f}s and pipeline waits {:.3f}s per rank on average",

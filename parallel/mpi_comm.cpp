@@ -72,12 +72,13 @@ MpiSession::~MpiSession() {
 }
 
 LocalRank MpiSession::local() const {
-  LocalRank from_env = local_rank_from_environment();
-  if (from_env.from_environment) return from_env;
+  LocalRank from_env = read_launch_environment().local;
+  if (from_env.from_environment()) return from_env;
   MPI_Comm node = MPI_COMM_NULL;
   PF_MPI_CHECK(
       MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
   LocalRank local;
+  local.source = "MPI shared-memory split";
   MPI_Comm_rank(node, &local.rank);
   MPI_Comm_size(node, &local.size);
   MPI_Comm_free(&node);

@@ -85,6 +85,7 @@ class MpiCollectives : public Collectives {
   void broadcast_bytes(void* data, size_t bytes, int root) override;
   void barrier() override;
   MPI_Comm comm() const { return comm_; }
+  const std::vector<int>& world_ranks() const { return world_ranks_; }
 
  private:
   // Polls `req` to the call's deadline; on expiry parks it in abandoned_ (with the staging

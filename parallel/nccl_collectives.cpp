@@ -6,6 +6,7 @@
 
 #include <utility>
 
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "parallel/detail.h"
 
@@ -230,6 +231,15 @@ void NcclCollectives::barrier() {
   CollectiveTimer timer(stats_);
   ++stats_.barrier_calls;
   host_->barrier();
+}
+
+std::unique_ptr<Collectives> make_nccl_collectives(MPI_Comm group, std::string name,
+                                                   std::vector<int> world_ranks, Backend& backend,
+                                                   std::chrono::milliseconds timeout) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PF_CHECK(cuda != nullptr, "NCCL collectives need the cuda backend, not '{}'", backend.name());
+  return std::make_unique<NcclCollectives>(group, std::move(name), std::move(world_ranks),
+                                           cuda->device(), cuda->stream(), timeout);
 }
 
 }  // namespace parafuse

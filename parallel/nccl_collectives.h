@@ -96,11 +96,16 @@ class NcclCollectives : public Collectives {
   size_t staging_bytes_[2] = {0, 0};
 };
 
-// Pipeline transport over NCCL send/recv on a world communicator. NCCL matches messages between
-// a pair of ranks by posting order, not by tag (tags only name messages in errors), which is
-// how the engine posts them. With a null `stream` the transport uses its own stream and
-// synchronizes the device before each send (safe without knowing the producer's stream).
+// NcclCollectives on a CudaBackend's device and stream (`backend` must be one).
+std::unique_ptr<Collectives> make_nccl_collectives(MPI_Comm group, std::string name,
+                                                   std::vector<int> world_ranks, Backend& backend,
+                                                   std::chrono::milliseconds timeout);
+
+// Pipeline transport over NCCL send/recv on a world communicator, on the CUDA backend's stream
+// (make_transport("nccl") calls it; `backend` must be a CudaBackend). NCCL matches messages
+// between a pair of ranks by posting order, not by tag (tags only name messages in errors),
+// which is how the engine posts them.
 std::unique_ptr<Transport> make_nccl_transport(MPI_Comm comm, std::chrono::milliseconds timeout,
-                                               cudaStream_t stream = nullptr);
+                                               Backend& backend);
 
 }  // namespace parafuse

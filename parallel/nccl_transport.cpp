@@ -7,6 +7,7 @@
 // to take back a posted NCCL operation) and throws naming the peer, the tag and the timeout.
 #include <fmt/format.h>
 
+#include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "parallel/detail.h"
 #include "parallel/nccl_collectives.h"
@@ -22,15 +23,15 @@ size_t pitch(const Tensor& t) {
 
 class NcclTransportRequest : public TransportRequest {
  public:
-  NcclTransportRequest(NcclComm& comm, Transport::Stats& stats, const Tensor& t, int peer,
-                       uint64_t tag, bool is_send, cudaStream_t stream,
+  NcclTransportRequest(NcclComm& comm, TransportStats& stats, const Tensor& t, int peer,
+                       bool is_send, std::string what, cudaStream_t stream,
                        std::chrono::milliseconds timeout)
-      : comm_(comm),
-        stats_(stats),
+      : TransportRequest(stats),
+        comm_(comm),
         tensor_(t),
         peer_(peer),
-        tag_(tag),
         is_send_(is_send),
+        what_(std::move(what)),
         stream_(stream),
         timeout_(timeout) {}
   ~NcclTransportRequest() override {
@@ -63,8 +64,7 @@ class NcclTransportRequest : public TransportRequest {
     const std::string failure = comm_.wait(timeout_, [](std::string&) { return true; });
     if (!failure.empty()) {
       comm_.abort();
-      PF_THROW("{} failed while enqueuing: {}; the NCCL communicator was aborted",
-               describe_message(is_send_, peer_, tag_, tensor_.bytes(), kName), failure);
+      PF_THROW("{} failed while enqueuing: {}; the NCCL communicator was aborted", what_, failure);
     }
     if (packed_ && !is_send_) {
       PF_CUDA_CHECK(cudaMemcpy2DAsync(tensor_.data, pitch(tensor_), packed_, row_bytes, row_bytes,
@@ -74,34 +74,30 @@ class NcclTransportRequest : public TransportRequest {
     PF_CUDA_CHECK(cudaEventRecord(done_, stream_));
   }
 
-  void wait() override {
+ protected:
+  void finish() override {
     if (waited_) return;
     waited_ = true;
-    const auto start = std::chrono::steady_clock::now();
     const std::string failure = comm_.wait(timeout_, [&](std::string& why) {
       const cudaError_t rc = cudaEventQuery(done_);
       if (rc == cudaErrorNotReady) return false;
       if (rc != cudaSuccess) why = fmt::format("CUDA error {}", cudaGetErrorString(rc));
       return true;
     });
-    stats_.wait_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (failure.empty()) return;
     comm_.abort();
     PF_THROW(
         "{} failed: {}; the NCCL communicator was aborted (the peer is stuck or dead, or "
         "never posted the matching {})",
-        describe_message(is_send_, peer_, tag_, tensor_.bytes(), kName), failure,
-        is_send_ ? "recv" : "send");
+        what_, failure, is_send_ ? "recv" : "send");
   }
 
  private:
   NcclComm& comm_;
-  Transport::Stats& stats_;
   Tensor tensor_;
   int peer_;
-  uint64_t tag_;
   bool is_send_;
+  std::string what_;
   cudaStream_t stream_;
   std::chrono::milliseconds timeout_;
   void* packed_ = nullptr;
@@ -109,54 +105,40 @@ class NcclTransportRequest : public TransportRequest {
   bool waited_ = false;
 };
 
+// Runs on the backend's stream, so a send is ordered after the kernels that wrote its tensor
+// and a receive before the kernels that read it.
 class NcclTransport : public Transport {
  public:
   NcclTransport(MPI_Comm comm, std::chrono::milliseconds timeout, cudaStream_t stream)
-      : comm_(comm, "pipeline transport (world)", timeout), timeout_(timeout), stream_(stream) {
-    if (!stream_) {
-      PF_CUDA_CHECK(cudaStreamCreateWithFlags(&own_stream_, cudaStreamNonBlocking));
-      stream_ = own_stream_;
-    }
-  }
-  ~NcclTransport() override {
-    if (own_stream_) cudaStreamDestroy(own_stream_);
-  }
+      : comm_(comm, "pipeline transport (world)", timeout), timeout_(timeout), stream_(stream) {}
   std::string name() const override { return kName; }
-  std::unique_ptr<TransportRequest> send(const Tensor& t, int peer, uint64_t tag) override {
-    return post(t, peer, tag, true);
-  }
-  std::unique_ptr<TransportRequest> recv(const Tensor& t, int peer, uint64_t tag) override {
-    return post(t, peer, tag, false);
-  }
+  int size() const override { return comm_.size(); }
 
- private:
-  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_send) {
-    const std::string what = describe_message(is_send, peer, tag, t.bytes(), kName);
-    PF_CHECK(0 <= peer && peer < comm_.size(), "{}: peer {} is outside the job's {} ranks", what,
-             peer, comm_.size());
-    PF_CHECK(t.numel() == 0 || t.data != nullptr, "{}: tensor has no memory", what);
+ protected:
+  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_send,
+                                         const std::string& what) override {
+    (void)tag;  // NCCL matches by posting order; the tag only names the message in `what`
     PF_CHECK(!comm_.aborted(), "{}: the NCCL communicator was aborted by an earlier failure", what);
-    // Without the producer's stream, a send must wait until the device has written the tensor.
-    if (is_send && own_stream_) PF_CUDA_CHECK(cudaDeviceSynchronize());
-    auto request = std::make_unique<NcclTransportRequest>(comm_, stats_, t, peer, tag, is_send,
+    auto request = std::make_unique<NcclTransportRequest>(comm_, stats_, t, peer, is_send, what,
                                                           stream_, timeout_);
     request->post();
-    ++(is_send ? stats_.sends : stats_.recvs);
-    stats_.bytes += int64_t(t.bytes());
     return request;
   }
 
+ private:
   NcclComm comm_;
   std::chrono::milliseconds timeout_;
   cudaStream_t stream_ = nullptr;
-  cudaStream_t own_stream_ = nullptr;
 };
 
 }  // namespace
 
 std::unique_ptr<Transport> make_nccl_transport(MPI_Comm comm, std::chrono::milliseconds timeout,
-                                               cudaStream_t stream) {
-  return std::make_unique<NcclTransport>(comm, timeout, stream);
+                                               Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  PF_CHECK(cuda != nullptr, "transport 'nccl' needs the cuda backend, not '{}'", backend.name());
+  PF_CUDA_CHECK(cudaSetDevice(cuda->device()));
+  return std::make_unique<NcclTransport>(comm, timeout, cuda->stream());
 }
 
 }  // namespace parafuse

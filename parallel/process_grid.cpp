@@ -1,8 +1,8 @@
-// Rank arithmetic of the TP x PP grid and the launcher-environment reading of the local rank.
+// Rank arithmetic of the TP x PP grid and the reading of the launcher's environment.
 //
-// Everything here is a pure function of a few integers (plus, for local_rank_from_environment,
-// the process environment), so the unit test can check every layout without MPI. The
-// environment is read in exactly this one place: Open MPI first, then Slurm.
+// Everything here is a pure function of a few integers (plus, for read_launch_environment, the
+// process environment), so the unit test can check every layout without MPI. The launcher's
+// variables are read in exactly this one place: Open MPI first, then PMIx/PMI and Slurm.
 #include "parallel/process_grid.h"
 
 #include <cerrno>
@@ -49,13 +49,6 @@ std::vector<int> ProcessGrid::tp_group() const {
   return ranks;
 }
 
-std::vector<int> ProcessGrid::pp_group() const {
-  std::vector<int> ranks;
-  ranks.reserve(size_t(pp_));
-  for (int s = 0; s < pp_; ++s) ranks.push_back(rank_of(s, tp_rank()));
-  return ranks;
-}
-
 std::string ProcessGrid::describe() const {
   return fmt::format("rank {}/{}: stage {}/{}, tp {}/{}, local {}", world_rank_, world_size_,
                      pp_stage(), pp_, tp_rank(), tp_, local_rank_);
@@ -93,13 +86,11 @@ std::optional<int> slurm_tasks_per_node() {
   return std::nullopt;
 }
 
-LocalRank checked(int rank, int size, const char* source) {
-  PF_CHECK(size >= 1 && rank < size, "{}: local rank {} is outside the local size {}", source, rank,
-           size);
-  return LocalRank{rank, size, true};
+LocalRank checked(int rank, int size, const char* source, const char* environment) {
+  PF_CHECK(size >= 1 && rank < size, "{}: local rank {} is outside the local size {}", environment,
+           rank, size);
+  return LocalRank{rank, size, source};
 }
-
-}  // namespace
 
 LocalRank local_rank_from_environment() {
   auto ompi_rank = env("OMPI_COMM_WORLD_LOCAL_RANK");
@@ -107,14 +98,36 @@ LocalRank local_rank_from_environment() {
   if (ompi_rank && ompi_size) {
     return checked(parse_count("OMPI_COMM_WORLD_LOCAL_RANK", *ompi_rank, false),
                    parse_count("OMPI_COMM_WORLD_LOCAL_SIZE", *ompi_size, false),
-                   "Open MPI environment");
+                   "OMPI_COMM_WORLD_LOCAL_RANK", "Open MPI environment");
   }
   if (auto slurm_rank = env("SLURM_LOCALID")) {
     if (auto size = slurm_tasks_per_node()) {
-      return checked(parse_count("SLURM_LOCALID", *slurm_rank, false), *size, "Slurm environment");
+      return checked(parse_count("SLURM_LOCALID", *slurm_rank, false), *size, "SLURM_LOCALID",
+                     "Slurm environment");
     }
   }
   return LocalRank{};
+}
+
+}  // namespace
+
+LaunchEnvironment read_launch_environment() {
+  LaunchEnvironment e;
+  if (auto size = env("OMPI_COMM_WORLD_SIZE")) {
+    e.launcher = "Open MPI";
+    e.world_size = parse_count("OMPI_COMM_WORLD_SIZE", *size, false);
+  } else if (env("PMIX_RANK")) {
+    // srun --mpi=pmix runs each task in a job step; PMIx itself carries no size variable.
+    const bool srun = env("SLURM_STEP_ID").has_value();
+    e.launcher = srun ? "Slurm (PMIx)" : "PMIx";
+    if (auto ntasks = env("SLURM_NTASKS"); srun && ntasks)
+      e.world_size = parse_count("SLURM_NTASKS", *ntasks, false);
+  } else if (env("PMI_RANK") || env("PMI_SIZE")) {
+    e.launcher = "PMI";
+    if (auto size = env("PMI_SIZE")) e.world_size = parse_count("PMI_SIZE", *size, false);
+  }
+  if (e.under_launcher()) e.local = local_rank_from_environment();
+  return e;
 }
 
 }  // namespace parafuse

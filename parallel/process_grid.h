@@ -30,9 +30,8 @@ class ProcessGrid {
 
   // World rank of (stage, tp rank).
   int rank_of(int stage, int tp_rank) const { return stage * tp_ + tp_rank; }
-  // World ranks of this rank's TP group (same stage) and PP group (same tp rank).
+  // World ranks of this rank's TP group (same stage).
   std::vector<int> tp_group() const;
-  std::vector<int> pp_group() const;
   // Neighbours in the pipeline (same tp rank), -1 at the ends.
   int prev_stage_rank() const { return is_first_stage() ? -1 : rank_of(pp_stage() - 1, tp_rank()); }
   int next_stage_rank() const { return is_last_stage() ? -1 : rank_of(pp_stage() + 1, tp_rank()); }
@@ -45,14 +44,35 @@ class ProcessGrid {
   int world_size_, world_rank_, tp_, pp_, local_rank_, local_size_;
 };
 
-// Local rank and size from the launcher's environment: Open MPI (OMPI_COMM_WORLD_LOCAL_RANK /
-// _LOCAL_SIZE), Slurm (SLURM_LOCALID / SLURM_NTASKS_PER_NODE), or {0, 1} when neither is set
-// (mpi_comm.h then uses an MPI shared-memory split instead).
+// This rank's place on its node, and where that came from: "OMPI_COMM_WORLD_LOCAL_RANK",
+// "SLURM_LOCALID", "MPI shared-memory split" (MpiSession::local() when the launcher sets
+// neither), or "" (a lone process, or the environment does not say).
 struct LocalRank {
   int rank = 0;
   int size = 1;
-  bool from_environment = false;
+  std::string source;
+  bool from_environment() const {
+    return source == "OMPI_COMM_WORLD_LOCAL_RANK" || source == "SLURM_LOCALID";
+  }
 };
-LocalRank local_rank_from_environment();
+
+// What the launcher told this process through its environment. This is the one place parafuse
+// reads launcher variables (Open MPI's OMPI_COMM_WORLD_*, PMIx's PMIX_RANK, PMI's PMI_*,
+// Slurm's SLURM_*); everything else asks the result.
+struct LaunchEnvironment {
+  // "Open MPI" (mpirun), "Slurm (PMIx)" / "PMIx" (srun --mpi=pmix, prterun), "PMI"
+  // (srun --mpi=pmi2, Hydra), or "" when started alone: then MPI is not started at all.
+  std::string launcher;
+  int world_size = 0;  // ranks in the job when the environment says (0: it does not)
+  // Local rank and size from OMPI_COMM_WORLD_LOCAL_RANK/_SIZE, else SLURM_LOCALID with
+  // SLURM_NTASKS_PER_NODE ("4" or "4(x2)"; SLURM_TASKS_PER_NODE when every node has the same
+  // count), else {0, 1, ""}: MpiSession::local() then asks MPI.
+  LocalRank local;
+  bool under_launcher() const { return !launcher.empty(); }
+};
+
+// Reads the variables above; a malformed value (OMPI_COMM_WORLD_LOCAL_RANK=two) is an Error
+// naming it.
+LaunchEnvironment read_launch_environment();
 
 }  // namespace parafuse

@@ -1,9 +1,11 @@
 // StagedCollectives (see staged_collectives.h).
 #include "parallel/staged_collectives.h"
 
-#include <chrono>
-
 #include "kernels/core/error.h"
+#include "parallel/mpi_comm.h"
+#if defined(PARAFUSE_HAS_CUDA)
+#include "parallel/nccl_collectives.h"
+#endif
 
 namespace parafuse {
 namespace {
@@ -14,6 +16,23 @@ Tensor host_view(std::vector<float>& v, int64_t rows, int64_t cols) {
 }
 
 }  // namespace
+
+std::unique_ptr<Collectives> make_device_collectives(MpiCollectives& host, Backend& backend,
+                                                     bool device_per_rank,
+                                                     std::chrono::milliseconds timeout) {
+  PF_CHECK(backend.device_memory(),
+           "make_device_collectives: backend '{}' keeps tensors in host memory; use the host "
+           "collectives",
+           backend.name());
+#if defined(PARAFUSE_HAS_CUDA)
+  if (device_per_rank)
+    return make_nccl_collectives(host.comm(), host.name() + " (nccl)", host.world_ranks(), backend,
+                                 timeout);
+#else
+  (void)device_per_rank, (void)timeout;
+#endif
+  return std::make_unique<StagedCollectives>(host, backend);
+}
 
 void StagedCollectives::all_reduce_sum(const Tensor& t) {
   CollectiveTimer timer(stats_);
@@ -58,25 +77,23 @@ namespace {
 
 class StagedRequest : public TransportRequest {
  public:
-  StagedRequest(Transport::Stats& stats, Backend& backend, const Tensor& device,
+  StagedRequest(TransportStats& stats, Backend& backend, const Tensor& device,
                 std::unique_ptr<std::vector<float>> host)
-      : stats_(stats), backend_(backend), device_(device), host_(std::move(host)) {}
+      : TransportRequest(stats), backend_(backend), device_(device), host_(std::move(host)) {}
   void start(std::unique_ptr<TransportRequest> inner, bool is_recv) {
     inner_ = std::move(inner);
     is_recv_ = is_recv;
   }
-  void wait() override {
+
+ protected:
+  void finish() override {
     if (!inner_) return;
-    const auto t0 = std::chrono::steady_clock::now();
     inner_->wait();
     inner_.reset();
     if (is_recv_) backend_.upload_f32(host_->data(), device_);
-    stats_.wait_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
  private:
-  Transport::Stats& stats_;
   Backend& backend_;
   Tensor device_;
   std::unique_ptr<std::vector<float>> host_;  // stays put while the host request runs
@@ -89,26 +106,20 @@ class StagedTransport : public Transport {
   StagedTransport(std::unique_ptr<Transport> host, Backend& backend)
       : host_(std::move(host)), backend_(backend) {}
   std::string name() const override { return host_->name() + " (staged through host)"; }
+  int size() const override { return host_->size(); }
 
-  std::unique_ptr<TransportRequest> send(const Tensor& t, int peer, uint64_t tag) override {
-    return post(t, peer, tag, false);
-  }
-  std::unique_ptr<TransportRequest> recv(const Tensor& t, int peer, uint64_t tag) override {
-    return post(t, peer, tag, true);
-  }
-
- private:
-  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_recv) {
+ protected:
+  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_send,
+                                         const std::string&) override {
     auto host = std::make_unique<std::vector<float>>(size_t(t.numel()));
     const Tensor h{host->data(), DType::F32, t.rows, t.cols, t.cols};
-    if (!is_recv && t.numel() > 0) backend_.download_f32(t, host->data());
+    if (is_send && t.numel() > 0) backend_.download_f32(t, host->data());
     auto request = std::make_unique<StagedRequest>(stats_, backend_, t, std::move(host));
-    request->start(is_recv ? host_->recv(h, peer, tag) : host_->send(h, peer, tag), is_recv);
-    ++(is_recv ? stats_.recvs : stats_.sends);
-    stats_.bytes += int64_t(h.bytes());
+    request->start(is_send ? host_->send(h, peer, tag) : host_->recv(h, peer, tag), !is_send);
     return request;
   }
 
+ private:
   std::unique_ptr<Transport> host_;
   Backend& backend_;
 };

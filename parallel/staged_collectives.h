@@ -1,5 +1,7 @@
-// StagedCollectives: device tensors reduced by a host Collectives (e.g. MpiCollectives) through
-// host staging buffers; make_staged_transport: the same for a pipeline Transport.
+// Collectives over a device backend's tensors: make_device_collectives picks NCCL or host
+// staging. StagedCollectives: device tensors reduced by a host Collectives (e.g.
+// MpiCollectives) through host staging buffers; make_staged_transport: the same for a pipeline
+// Transport (make_transport uses it for mpi/ucx on a device backend).
 //
 // For ranks whose tensors live where the host collectives cannot reach them: two ranks on one
 // GPU (NCCL refuses two ranks per device), or an MPI without CUDA support. Each call downloads
@@ -9,6 +11,7 @@
 // Collectives (the host collectives keep their own stats too).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +21,16 @@
 #include "parallel/transport.h"
 
 namespace parafuse {
+
+class MpiCollectives;
+
+// The collectives of a group (`host`, its MPI collectives) over `backend`'s device tensors:
+// NCCL on the backend's stream when `device_per_rank` (every rank of every node drives a GPU of
+// its own; CUDA builds), else `host` through staging buffers (ranks sharing a GPU, which NCCL
+// refuses). `backend` must have device memory; `host` and `backend` must outlive the result.
+std::unique_ptr<Collectives> make_device_collectives(MpiCollectives& host, Backend& backend,
+                                                     bool device_per_rank,
+                                                     std::chrono::milliseconds timeout);
 
 class StagedCollectives : public Collectives {
  public:

@@ -22,9 +22,14 @@ constexpr const char* kName = "mpi";
 
 class MpiTransportRequest : public TransportRequest {
  public:
-  MpiTransportRequest(Transport::Stats& stats, const Tensor& t, int peer, uint64_t tag,
-                      bool is_send, std::chrono::milliseconds timeout)
-      : stats_(stats), tensor_(t), peer_(peer), tag_(tag), is_send_(is_send), timeout_(timeout) {}
+  MpiTransportRequest(TransportStats& stats, const Tensor& t, int peer, bool is_send,
+                      std::string what, std::chrono::milliseconds timeout)
+      : TransportRequest(stats),
+        tensor_(t),
+        peer_(peer),
+        is_send_(is_send),
+        what_(std::move(what)),
+        timeout_(timeout) {}
   ~MpiTransportRequest() override { abandon(); }
 
   // Posts the operation (the staging buffer, when the tensor is strided, is ours).
@@ -43,9 +48,9 @@ class MpiTransportRequest : public TransportRequest {
     }
   }
 
-  void wait() override {
+ protected:
+  void finish() override {
     if (request_ == MPI_REQUEST_NULL) return;  // already waited for
-    const auto start = std::chrono::steady_clock::now();
     MPI_Status status;
     int rc = MPI_SUCCESS;
     const bool done = poll_until_done(timeout_, [&] {
@@ -53,9 +58,7 @@ class MpiTransportRequest : public TransportRequest {
       rc = MPI_Test(&request_, &flag, &status);
       return rc != MPI_SUCCESS || flag != 0;
     });
-    stats_.wait_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const std::string what = describe_message(is_send_, peer_, tag_, tensor_.bytes(), kName);
+    const std::string& what = what_;
     if (!done) {
       abandon();
       PF_THROW(
@@ -103,11 +106,10 @@ class MpiTransportRequest : public TransportRequest {
     request_ = MPI_REQUEST_NULL;
   }
 
-  Transport::Stats& stats_;
   Tensor tensor_;
   int peer_;
-  uint64_t tag_;
   bool is_send_;
+  std::string what_;
   std::chrono::milliseconds timeout_;
   MPI_Request request_ = MPI_REQUEST_NULL;
   std::vector<char> staging_;
@@ -131,29 +133,18 @@ class MpiTransport : public Transport {
   }
 
   std::string name() const override { return kName; }
+  int size() const override { return size_; }
 
-  std::unique_ptr<TransportRequest> send(const Tensor& t, int peer, uint64_t tag) override {
-    return post(t, peer, tag, true);
-  }
-  std::unique_ptr<TransportRequest> recv(const Tensor& t, int peer, uint64_t tag) override {
-    return post(t, peer, tag, false);
-  }
-
- private:
-  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_send) {
-    PF_CHECK(0 <= peer && peer < size_, "{}: peer {} is outside the job's {} ranks",
-             describe_message(is_send, peer, tag, t.bytes(), kName), peer, size_);
-    PF_CHECK(t.bytes() <= size_t(INT_MAX), "{}: messages over 2 GiB are not supported",
-             describe_message(is_send, peer, tag, t.bytes(), kName));
-    PF_CHECK(t.numel() == 0 || t.data != nullptr, "{}: tensor has no memory",
-             describe_message(is_send, peer, tag, t.bytes(), kName));
-    auto request = std::make_unique<MpiTransportRequest>(stats_, t, peer, tag, is_send, timeout_);
+ protected:
+  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_send,
+                                         const std::string& what) override {
+    PF_CHECK(t.bytes() <= size_t(INT_MAX), "{}: messages over 2 GiB are not supported", what);
+    auto request = std::make_unique<MpiTransportRequest>(stats_, t, peer, is_send, what, timeout_);
     request->post(comm_.get(), int(tag % (uint64_t(tag_ub_) + 1)));
-    ++(is_send ? stats_.sends : stats_.recvs);
-    stats_.bytes += int64_t(t.bytes());
     return request;
   }
 
+ private:
   MpiComm comm_;
   int size_ = 1;
   int tag_ub_ = 32767;

@@ -1,4 +1,4 @@
-// UcxTransport (UCX tag API) and make_transport.
+// UcxTransport: the UCX tag API between pipeline stages.
 //
 // One UCP context and one worker per process (UCS_THREAD_MODE_SINGLE: only the thread that
 // drives the engine touches it). Worker addresses are exchanged over MPI at construction
@@ -23,9 +23,6 @@
 #include "parallel/detail.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/transport.h"
-#if defined(PARAFUSE_HAS_CUDA)
-#include "parallel/nccl_collectives.h"  // make_nccl_transport
-#endif
 
 #define PF_UCX_CHECK(call)                                                       \
   do {                                                                           \
@@ -54,14 +51,13 @@ char g_empty_message = 0;
 
 class UcxTransportRequest : public TransportRequest {
  public:
-  UcxTransportRequest(ucp_worker_h worker, Transport::Stats& stats, const Tensor& t, int peer,
-                      uint64_t tag, bool is_send, std::chrono::milliseconds timeout)
-      : worker_(worker),
-        stats_(stats),
+  UcxTransportRequest(ucp_worker_h worker, TransportStats& stats, const Tensor& t, bool is_send,
+                      std::string what, std::chrono::milliseconds timeout)
+      : TransportRequest(stats),
+        worker_(worker),
         tensor_(t),
-        peer_(peer),
-        tag_(tag),
         is_send_(is_send),
+        what_(std::move(what)),
         timeout_(timeout) {}
   ~UcxTransportRequest() override { abandon(); }
 
@@ -93,9 +89,9 @@ class UcxTransportRequest : public TransportRequest {
     }
   }
 
-  void wait() override {
+ protected:
+  void finish() override {
     if (!finished_) {
-      const auto start = std::chrono::steady_clock::now();
       ucs_status_t status = UCS_INPROGRESS;
       const bool done = poll_until_done(timeout_, [&] {
         ucp_worker_progress(worker_);
@@ -103,8 +99,6 @@ class UcxTransportRequest : public TransportRequest {
                           : ucp_tag_recv_request_test(request_, &info_);
         return status != UCS_INPROGRESS;
       });
-      stats_.wait_seconds +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (!done) {
         abandon();
         PF_THROW(
@@ -128,9 +122,7 @@ class UcxTransportRequest : public TransportRequest {
   }
 
  private:
-  std::string what() const {
-    return describe_message(is_send_, peer_, tag_, tensor_.bytes(), kName);
-  }
+  const std::string& what() const { return what_; }
 
   // Ends an operation nobody will wait for: a receive is cancelled (bounded), a send is left
   // to finish in the background. Memory UCX may still touch is leaked, not freed.
@@ -154,11 +146,9 @@ class UcxTransportRequest : public TransportRequest {
   }
 
   ucp_worker_h worker_;
-  Transport::Stats& stats_;
   Tensor tensor_;
-  int peer_;
-  uint64_t tag_;
   bool is_send_;
+  std::string what_;
   std::chrono::milliseconds timeout_;
   void* request_ = nullptr;
   bool finished_ = false, checked_ = false;
@@ -188,12 +178,19 @@ class UcxTransport : public Transport {
   ~UcxTransport() override { shutdown(true); }
 
   std::string name() const override { return kName; }
+  int size() const override { return size_; }
 
-  std::unique_ptr<TransportRequest> send(const Tensor& t, int peer, uint64_t tag) override {
-    return post(t, peer, tag, true);
-  }
-  std::unique_ptr<TransportRequest> recv(const Tensor& t, int peer, uint64_t tag) override {
-    return post(t, peer, tag, false);
+ protected:
+  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_send,
+                                         const std::string& what) override {
+    auto request =
+        std::make_unique<UcxTransportRequest>(worker_, stats_, t, is_send, what, timeout_);
+    if (is_send) {
+      request->post(endpoints_[size_t(peer)], wire_tag(rank_, tag));
+    } else {
+      request->post(nullptr, wire_tag(peer, tag));
+    }
+    return request;
   }
 
  private:
@@ -241,23 +238,6 @@ class UcxTransport : public Transport {
   void exchange(int rc) {
     PF_MPI_CHECK(rc);
     mpi_wait_with_timeout(pending_, timeout_, "ucx transport: worker address exchange");
-  }
-
-  std::unique_ptr<TransportRequest> post(const Tensor& t, int peer, uint64_t tag, bool is_send) {
-    PF_CHECK(0 <= peer && peer < size_, "{}: peer {} is outside the job's {} ranks",
-             describe_message(is_send, peer, tag, t.bytes(), kName), peer, size_);
-    PF_CHECK(t.numel() == 0 || t.data != nullptr, "{}: tensor has no memory",
-             describe_message(is_send, peer, tag, t.bytes(), kName));
-    auto request =
-        std::make_unique<UcxTransportRequest>(worker_, stats_, t, peer, tag, is_send, timeout_);
-    if (is_send) {
-      request->post(endpoints_[size_t(peer)], wire_tag(rank_, tag));
-    } else {
-      request->post(nullptr, wire_tag(peer, tag));
-    }
-    ++(is_send ? stats_.sends : stats_.recvs);
-    stats_.bytes += int64_t(t.bytes());
-    return request;
   }
 
   // Flush-closes every endpoint, then waits at a non-blocking barrier while still progressing,
@@ -323,20 +303,6 @@ class UcxTransport : public Transport {
 
 std::unique_ptr<Transport> make_ucx_transport(MPI_Comm comm, std::chrono::milliseconds timeout) {
   return std::make_unique<UcxTransport>(comm, timeout);
-}
-
-std::unique_ptr<Transport> make_transport(const std::string& kind, MPI_Comm comm,
-                                          std::chrono::milliseconds timeout) {
-  if (kind == "ucx") return make_ucx_transport(comm, timeout);
-  if (kind == "mpi") return make_mpi_transport(comm, timeout);
-#if defined(PARAFUSE_HAS_CUDA)
-  if (kind == "nccl") return make_nccl_transport(comm, timeout);
-#else
-  PF_CHECK(kind != "nccl",
-           "transport 'nccl' needs a build with CUDA (configure with -DPARAFUSE_CUDA=ON); this "
-           "build has \"ucx\" and \"mpi\"");
-#endif
-  PF_THROW("unknown transport '{}': expected \"ucx\", \"mpi\" or \"nccl\"", kind);
 }
 
 }  // namespace parafuse

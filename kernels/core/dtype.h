@@ -34,6 +34,5 @@ inline uint16_t f32_to_bf16(float f) {
 }
 
 float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);
 
 }  // namespace parafuse

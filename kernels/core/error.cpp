@@ -9,7 +9,6 @@ std::atomic<int> g_rank{-1};
 }
 
 void set_error_rank(int rank) { g_rank.store(rank); }
-int error_rank() { return g_rank.load(); }
 
 void throw_error(const char* file, int line, const std::string& message) {
   const char* base = std::strrchr(file, '/');

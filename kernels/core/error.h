@@ -26,7 +26,6 @@ class Error : public std::runtime_error {
 
 // Set once by the launcher after MPI_Init; -1 (the default) means "not known".
 void set_error_rank(int rank);
-int error_rank();
 
 [[noreturn]] void throw_error(const char* file, int line, const std::string& message);
 

@@ -55,6 +55,7 @@ class CudaBackend final : public Backend {
   bool supports(Op op, DType dtype) const override;
   DType weight_dtype() const override { return DType::BF16; }
   DType activation_dtype() const override { return DType::BF16; }
+  bool device_memory() const override { return true; }
 
   Buffer alloc(size_t bytes) override;
   void upload_f32(const float* host, const Tensor& dst) override;
@@ -95,10 +96,8 @@ class CudaBackend final : public Backend {
   void run_graph(const std::string& key, const std::function<void()>& fn) override;
   void clear_graphs() override;
   size_t graph_count() const { return graphs_.size(); }
-  bool capturing() const { return capturing_; }
 
   int device() const { return options_.device; }
-  int multiprocessors() const { return sm_count_; }
   cudaStream_t stream() const { return stream_; }
   cuda::DevicePool& pool() { return *pool_; }
 

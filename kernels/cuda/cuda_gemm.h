@@ -32,7 +32,6 @@ class GemmPlans {
 
   // Shapes and dtypes are checked by the caller (CudaBackend::gemm); k > 0, m > 0, n > 0.
   void run(const Tensor& x, const Tensor& w, const Tensor& y, float beta, cudaStream_t stream);
-  size_t plan_count() const { return plans_.size(); }
 
  private:
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int,

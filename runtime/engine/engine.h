@@ -5,7 +5,7 @@
 // Transport, split into micro-batches so stage s works on micro-batch j while stage s-1 works
 // on j+1. Every rank runs the same calls in the same order (SPMD): the caller names sequences
 // by integer id, and sampled ids are broadcast from the last stage, so all ranks agree on the
-// next step without a central scheduler for the CLI paths (the server broadcasts its batches).
+// next step without a central scheduler.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // The token loop on top of Engine: chunked prefill, then one decode step per token, and the
 // perplexity of a text. Single-sequence helpers used by `parafuse generate` / `eval-ppl` and
-// the benchmarks; the server's scheduler batches many sequences through Engine::forward.
+// the benchmarks; batches of many sequences go through Engine::forward directly.
 #pragma once
 
 #include <cstdint>

@@ -68,6 +68,5 @@ void PagedKvCache::commit(int seq, int64_t n_new) {
   s.length += n_new;
 }
 
-const int32_t* PagedKvCache::page_table(int seq) const { return seqs_.at(seq).pages.data(); }
 
 }  // namespace parafuse

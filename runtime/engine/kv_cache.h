@@ -20,7 +20,6 @@ class PagedKvCache {
 
   int64_t page_size() const { return page_size_; }
   int64_t capacity_tokens() const { return n_pages_ * page_size_; }
-  int64_t free_pages() const { return int64_t(free_pages_.size()); }
   size_t bytes() const;
 
   // Sequences are named by the caller's id. add() starts an empty one.
@@ -33,7 +32,6 @@ class PagedKvCache {
   const int32_t* reserve(int seq, int64_t n_new);
   // Marks `n_new` reserved tokens as written (after the forward pass succeeded).
   void commit(int seq, int64_t n_new);
-  const int32_t* page_table(int seq) const;
 
   const Tensor& keys(int layer) const { return keys_[layer]; }  // (n_slots, kv width)
   const Tensor& values(int layer) const { return values_[layer]; }

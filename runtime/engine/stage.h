@@ -94,8 +94,6 @@ class Stage {
         int last, ShardSpec shard, Collectives* tp_comm, const LoadProgress& progress,
         size_t* done_bytes, size_t total_bytes);
 
-  int first_block() const { return first_; }
-  int last_block() const { return last_; }
   const std::vector<BlockWeights>& blocks() const { return blocks_; }
   // local kv width of each attention block, in order (to size the KV cache)
   std::vector<int64_t> kv_widths() const;

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "kernels/core/error.h"
+#include "runtime/config/read_file.h"
 
 namespace parafuse {
 namespace {
@@ -296,7 +297,7 @@ void save_analysis(const FusionAnalysis& analysis, const std::string& path) {
 }
 
 FusionAnalysis load_analysis(const std::string& path) {
-  const std::string text = read_text_file(path);
+  const std::string text = read_file(path, "analysis file");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);

@@ -1,67 +1,33 @@
 // Reading, checking and writing fusion plans (see fusion_plan.h).
 //
-// The reader is strict in the way the run config reader is (launcher/run_config.cpp): it walks
-// every key itself, so an unknown key, a key given twice, a value of the wrong type or an id
-// that is not an integer is an error naming the file, the 1-based line and the key. A plan
-// decides which weights get rewritten; a silently ignored typo would produce a different model.
-// validate() then checks the plan against the model it is applied to.
+// The reader is the strict one every config-like file goes through
+// (runtime/config/config_reader.h): an unknown key, a key given twice, a value of the wrong type
+// or an id that is not an integer is an error naming the file, the 1-based line and the key. A
+// plan decides which weights get rewritten; a silently ignored typo would produce a different
+// model. validate() then checks the plan against the model it is applied to.
 #include "runtime/fusion/fusion_plan.h"
 
-#include <algorithm>
-#include <charconv>
 #include <fstream>
-#include <limits>
-#include <map>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join
-#include <yaml-cpp/yaml.h>
 
 #include "kernels/core/error.h"
+#include "runtime/config/config_reader.h"
+#include "runtime/config/read_file.h"
+#include "runtime/config/value_rules.h"
 
 namespace parafuse {
 namespace {
 
-const char* const kKnownKeys = "model_blocks, remove_attention, fuse";
-
-std::string where(const std::string& origin, const YAML::Mark& mark) {
-  return mark.is_null() ? origin : fmt::format("{}:{}", origin, mark.line + 1);
-}
-
-std::string describe(const YAML::Node& node) {
-  if (node.IsScalar()) return fmt::format("'{}'", node.Scalar());
-  if (node.IsSequence()) return "a list";
-  if (node.IsMap()) return "a map";
-  return "nothing";
-}
-
-// A decimal integer in [min, max] ("12", "+12"; not "12.0", "twelve", "0xc"), else an error
-// naming `key` and the node's line (or the key's line when the value is empty).
-int read_int(const YAML::Node& node, const std::string& key, const YAML::Mark& key_mark,
-             const std::string& origin, int64_t min, const char* what) {
-  std::string_view text = node.IsScalar() ? std::string_view(node.Scalar()) : std::string_view();
-  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
-  int64_t v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  const bool ok = node.IsScalar() && !text.empty() && ec == std::errc() &&
-                  end == text.data() + text.size() && v >= min &&
-                  v <= std::numeric_limits<int>::max();
-  const YAML::Mark mark = node.IsNull() || node.Mark().is_null() ? key_mark : node.Mark();
-  if (!ok) PF_THROW("{}: '{}' must be {}, got {}", where(origin, mark), key, what, describe(node));
-  return int(v);
-}
+const IntRule kBlockId{0, kIntMax};
 
 // A list of block ids: `[3, 4]` (or the block form). An empty value is an empty list.
-std::vector<int> read_id_list(const YAML::Node& node, const std::string& key,
-                              const YAML::Mark& key_mark, const std::string& origin) {
+std::vector<int> read_block_ids(const ConfigValue& value) {
   std::vector<int> ids;
-  if (node.IsNull()) return ids;
-  if (!node.IsSequence())
-    PF_THROW("{}: '{}' must be a list of block ids like [12, 17], got {}",
-             where(origin, node.Mark().is_null() ? key_mark : node.Mark()), key, describe(node));
-  for (const YAML::Node& item : node)
-    ids.push_back(read_int(item, key, key_mark, origin, 0, "a block id (a non-negative integer)"));
+  for (const ConfigValue& id : value.list("a list of block ids like [12, 17]"))
+    ids.push_back(int(id.integer(kBlockId)));
   return ids;
 }
 
@@ -84,65 +50,22 @@ const char* ffn_kind_name(FfnKind kind) {
 }  // namespace
 
 FusionPlan parse_fusion_plan(const std::string& yaml_text, const std::string& origin) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    PF_THROW("{}: malformed YAML: {}", where(origin, e.mark), e.msg);
-  }
-  if (root.IsNull()) PF_THROW("{}: the plan is empty: it needs at least 'model_blocks:'", origin);
-  if (!root.IsMap())
-    PF_THROW("{}: the top level must be a map with keys {}, got {}", where(origin, root.Mark()),
-             kKnownKeys, describe(root));
-
+  const ConfigDocument document = ConfigDocument::from_yaml(yaml_text, origin, UnknownKeys::Refuse);
+  const ConfigMap top =
+      document.root().map("a map with keys model_blocks, remove_attention and fuse");
   FusionPlan plan;
-  std::map<std::string, int> first_line;
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    const YAML::Node key = it->first;  // copies: the iterator hands out temporaries
-    const YAML::Node value = it->second;
-    const YAML::Mark key_mark = key.Mark();
-    if (!key.IsScalar())
-      PF_THROW("{}: keys must be plain names ({}), got {}", where(origin, key_mark), kKnownKeys,
-               describe(key));
-    const std::string& name = key.Scalar();
-    if (const auto seen = first_line.find(name); seen != first_line.end())
-      PF_THROW("{}: key '{}' is given twice (first on line {})", where(origin, key_mark), name,
-               seen->second);
-    first_line.emplace(name, key_mark.line + 1);
-    if (name == "model_blocks") {
-      plan.model_blocks = read_int(value, name, key_mark, origin, 1,
-                                   "the model's block count (a positive integer)");
-    } else if (name == "remove_attention") {
-      plan.remove_attention = read_id_list(value, name, key_mark, origin);
-    } else if (name == "fuse") {
-      if (value.IsNull()) continue;
-      if (!value.IsSequence())
-        PF_THROW("{}: 'fuse' must be a list of groups like [[13, 14, 15], [18, 19]], got {}",
-                 where(origin, value.Mark().is_null() ? key_mark : value.Mark()), describe(value));
-      for (const YAML::Node& group : value) {
-        if (!group.IsSequence())
-          PF_THROW("{}: each entry of 'fuse' must be a list of block ids like [13, 14, 15], got {}",
-                   where(origin, group.Mark().is_null() ? key_mark : group.Mark()),
-                   describe(group));
-        plan.fuse.push_back(read_id_list(group, "fuse", group.Mark(), origin));
-      }
-    } else {
-      PF_THROW("{}: unknown key '{}' in the fusion plan (known keys: {})", where(origin, key_mark),
-               name, kKnownKeys);
-    }
+  plan.model_blocks = int(top.require("model_blocks").integer(kPositiveInt));
+  if (auto v = top.get("remove_attention")) plan.remove_attention = read_block_ids(*v);
+  if (auto v = top.get("fuse")) {
+    for (const ConfigValue& group : v->list("a list of groups like [[13, 14, 15], [18, 19]]"))
+      plan.fuse.push_back(read_block_ids(group));
   }
-  if (!first_line.count("model_blocks"))
-    PF_THROW("{}: the plan has no 'model_blocks:' (the block count of the model it was made for)",
-             origin);
+  document.finish();
   return plan;
 }
 
 FusionPlan load_fusion_plan(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PF_CHECK(in.good(), "cannot read fusion plan '{}'", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_fusion_plan(ss.str(), path);
+  return parse_fusion_plan(read_file(path, "fusion plan"), path);
 }
 
 void save_fusion_plan(const FusionPlan& plan, const std::string& path, const std::string& comment) {

@@ -464,19 +464,6 @@ std::vector<int64_t> GgufFile::get_ints(const std::string& key) const {
   return out;
 }
 
-std::vector<double> GgufFile::get_floats(const std::string& key) const {
-  const GgufValue& v = lookup(metadata_, origin_, key);
-  const GgufArray& array = to_array(v, origin_, key);
-  if (const auto* d = std::get_if<std::vector<double>>(&array)) return *d;
-  if (std::get_if<std::vector<int64_t>>(&array) || std::get_if<std::vector<uint64_t>>(&array)) {
-    std::vector<double> out;
-    for (int64_t x : get_ints(key)) out.push_back(double(x));
-    return out;
-  }
-  PF_THROW("{}: metadata '{}' is a {}, expected an array of numbers", origin_, key,
-           value_kind_name(v));
-}
-
 namespace {
 float read_f16(const uint8_t* p) {
   uint16_t h;

@@ -58,7 +58,6 @@ class GgufFile {
   const std::string& get_string(const std::string& key) const;
   const std::vector<std::string>& get_strings(const std::string& key) const;
   std::vector<int64_t> get_ints(const std::string& key) const;
-  std::vector<double> get_floats(const std::string& key) const;
 
   // Raw bytes of one tensor (inside the mapping).
   const uint8_t* tensor_data(const GgufTensorInfo& t) const;
@@ -87,9 +86,6 @@ class GgufWeightSource : public WeightSource {
  public:
   explicit GgufWeightSource(std::shared_ptr<const GgufFile> file);
   std::string description() const override;
-  std::vector<std::string> names() const override;
-  bool has(const std::string& name) const override;
-  TensorInfo info(const std::string& name) const override;
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override;
   const GgufFile& file() const { return *file_; }
 
@@ -105,7 +101,10 @@ class GgufWeightSource : public WeightSource {
 
 namespace parafuse {
 struct ModelConfig;
+class Tokenizer;
 // ModelConfig from GGUF metadata (general.architecture "llama"; "deci" where per-block arrays
 // such as {arch}.attention.head_count_kv and {arch}.feed_forward_length are given).
 ModelConfig config_from_gguf(const GgufFile& file);
+// The byte-level BPE tokenizer in `tokenizer.ggml.*` (gguf_tokenizer.cpp).
+Tokenizer tokenizer_from_gguf(const GgufFile& file);
 }  // namespace parafuse

@@ -67,16 +67,6 @@ std::string hf_name_of(const std::string& gguf_name) {
   return gguf_name;
 }
 
-// [begin, end) of `range` over a dimension of `size`; throws naming the tensor when outside.
-std::pair<int64_t, int64_t> resolve(Range range, int64_t size, const char* axis,
-                                    const std::string& origin, const std::string& name) {
-  const int64_t end = range.end == -1 ? size : range.end;
-  PF_CHECK(range.begin >= 0 && range.begin <= end && end <= size,
-           "{}: tensor '{}': {} [{}, {}) out of range for size {}", origin, name, axis, range.begin,
-           range.end, size);
-  return {range.begin, end};
-}
-
 // The GGUF row that holds HF row `hf_row` of a Q/K weight permuted with `n_head` heads.
 // The converter did w.reshape(n_head, 2, hd/2, in).swapaxes(1, 2): GGUF row h*hd + 2*j + t
 // holds HF row h*hd + t*(hd/2) + j.
@@ -103,34 +93,17 @@ GgufWeightSource::GgufWeightSource(std::shared_ptr<const GgufFile> file) : file_
     const bool inserted = hf_to_gguf_.emplace(hf, t.name).second;
     PF_CHECK(inserted, "{}: tensors '{}' and '{}' both map to '{}'", file_->origin(),
              hf_to_gguf_.at(hf), t.name, hf);
+    TensorInfo info;
+    info.name = hf;
+    info.dtype = t.type;
+    info.shape.assign(t.ne.rbegin(), t.ne.rend());  // HF order: outermost first
+    tensors_.emplace(hf, std::move(info));
   }
 }
 
 std::string GgufWeightSource::description() const {
   return fmt::format("gguf {} ({} tensors, arch {})", file_->origin(), file_->tensors().size(),
                      arch_);
-}
-
-std::vector<std::string> GgufWeightSource::names() const {
-  std::vector<std::string> out;
-  out.reserve(hf_to_gguf_.size());
-  for (const auto& [hf, gguf] : hf_to_gguf_) out.push_back(hf);
-  return out;
-}
-
-bool GgufWeightSource::has(const std::string& name) const {
-  return hf_to_gguf_.count(name) != 0;
-}
-
-TensorInfo GgufWeightSource::info(const std::string& name) const {
-  auto it = hf_to_gguf_.find(name);
-  PF_CHECK(it != hf_to_gguf_.end(), "{}: no tensor '{}'", description(), name);
-  const GgufTensorInfo& t = *file_->find_tensor(it->second);
-  TensorInfo info;
-  info.name = name;
-  info.dtype = t.type;
-  info.shape.assign(t.ne.rbegin(), t.ne.rend());  // HF order: outermost first
-  return info;
 }
 
 int GgufWeightSource::heads_of_block(const std::string& key, int block) const {
@@ -151,17 +124,14 @@ int GgufWeightSource::heads_of_block(const std::string& key, int block) const {
 }
 
 void GgufWeightSource::read_f32(const std::string& name, Range rows, Range cols, float* out) const {
-  auto it = hf_to_gguf_.find(name);
-  PF_CHECK(it != hf_to_gguf_.end(), "{}: no tensor '{}'", description(), name);
-  const GgufTensorInfo& t = *file_->find_tensor(it->second);
   const std::string& origin = file_->origin();
-  PF_CHECK(t.ne.size() <= 2, "{}: tensor '{}' has {} dimensions; read_f32 reads 1-D and 2-D",
-           origin, name, t.ne.size());
+  const Slice slice = resolve_slice(info(name), rows, cols, origin);
+  const GgufTensorInfo& t = *file_->find_tensor(hf_to_gguf_.at(name));
   const int64_t n_cols = t.ne[0];                         // HF (out, in): in = ne[0]
   const int64_t n_rows = t.ne.size() == 2 ? t.ne[1] : 1;  // out = ne[1]
-  const auto [row_begin, row_end] = resolve(rows, n_rows, "rows", origin, name);
-  const auto [col_begin, col_end] = resolve(cols, n_cols, "cols", origin, name);
-  const int64_t out_cols = col_end - col_begin;
+  const int64_t row_begin = slice.row_begin, row_end = slice.row_end;
+  const int64_t col_begin = slice.col_begin, col_end = slice.col_end;
+  const int64_t out_cols = slice.cols();
   const uint8_t* data = file_->tensor_data(t);
   const uint64_t row_bytes = t.nbytes / uint64_t(n_rows);
 

@@ -1,147 +1,58 @@
 // ModelConfig <-> HF config.json, RoPE frequencies, and the invariants every loader relies on.
 //
-// config.json is user input: every key is looked up with its type checked, and every error is
-// one parafuse::Error naming the file, the key path ("block_configs[3].ffn.ffn_mult") and what
-// is wrong. No nlohmann exception escapes this file. Nemotron-NAS block_configs are parsed the
-// way HF's DeciLM code reads them (ffn_mult -> intermediate size rounded up to 256), plus our
-// own explicit per-block keys for fused checkpoints (intermediate_size, fused_from,
-// ffn_norm_folded) so that `parafuse fuse` output round-trips exactly.
+// config.json is user input read by the one config reader (runtime/config/config_reader.h):
+// every key is asked for with its type and range checked, and every error is one
+// parafuse::Error naming the file, the key path ("block_configs[3].ffn.ffn_mult") and what is
+// wrong. Real checkpoints carry many keys parafuse has no use for (torch_dtype, auto_map, ...),
+// so an unknown key is refused only when it is a typo of a key read here; the few ignored HF
+// keys that would change the math when set (attention_bias, mlp_bias, DeciLM sparsify and
+// windowed attention, a hidden_act other than silu) are refused by name. Nemotron-NAS
+// block_configs are parsed the way HF's DeciLM code reads them (ffn_mult -> intermediate size
+// rounded up to 256), plus our own explicit per-block keys for fused checkpoints
+// (intermediate_size, fused_from, ffn_norm_folded) so that `parafuse fuse` output round-trips
+// exactly.
 #include "runtime/model/model_config.h"
 
-#include <cerrno>
+#include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <fstream>
-#include <limits>
-#include <sstream>
 
-#include <nlohmann/json.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>       // fmt::join
+#include <nlohmann/json.hpp>  // writing config.json
 
 #include "kernels/core/error.h"
+#include "runtime/config/config_reader.h"
+#include "runtime/config/read_file.h"
+#include "runtime/config/value_rules.h"
 
 namespace parafuse {
 namespace {
 
-using nlohmann::json;
+// No dimension of any model comes near 2^40; the cap keeps products of sizes inside int64.
+const IntRule kSize{1, int64_t(1) << 40};  // vocab, hidden and FFN sizes, positions
+const IntRule kCount{1, kIntMax};          // heads, head_dim, heads per kv group
+const IntRule kLayerCount{1, 1 << 20};
+const IntRule kTokenId{0, kIntMax};
+const IntRule kBlockId{0, kIntMax};
+const NumberRule kFfnMult{0.0, 1e6, false, false};
+const NumberRule kAnyNumber{};
 
-constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
-constexpr int64_t kMaxSize = int64_t(1) << 40;  // no dimension of any model comes near this
-
-const char* json_type_name(const json& v) {
-  return v.type_name();
+bool flag(const ConfigMap& map, std::string_view key) {
+  const auto value = map.get(key);
+  return value && value->boolean();
 }
 
-// Typed access to one JSON object, naming `origin` and the key path in every error.
-class JsonObject {
- public:
-  JsonObject(const json& object, std::string origin, std::string path)
-      : object_(object), origin_(std::move(origin)), path_(std::move(path)) {
-    PF_CHECK(object_.is_object(), "{}: {} must be a JSON object, got {}", origin_,
-             path_.empty() ? "the top level" : path_, json_type_name(object_));
-  }
+// An HF key parafuse does not implement, refused when true rather than silently ignored.
+void refuse_true(const ConfigMap& map, std::string_view key, std::string_view why) {
+  if (const auto value = map.get(key); value && value->boolean())
+    value->fail(fmt::format("is true, but {}", why));
+}
 
-  std::string key_path(const std::string& key) const {
-    return path_.empty() ? key : path_ + "." + key;
-  }
-  // Null counts as absent (HF writes null for unset optional keys).
-  const json* find(const std::string& key) const {
-    auto it = object_.find(key);
-    return it == object_.end() || it->is_null() ? nullptr : &*it;
-  }
-  bool has(const std::string& key) const { return find(key) != nullptr; }
-
-  const json& require(const std::string& key) const {
-    const json* v = find(key);
-    PF_CHECK(v != nullptr, "{}: required key '{}' is missing", origin_, key_path(key));
-    return *v;
-  }
-
-  int64_t integer(const json& v, const std::string& key, int64_t min, int64_t max) const {
-    PF_CHECK(v.is_number_integer(), "{}: {} must be an integer, got {} {}", origin_, key_path(key),
-             json_type_name(v), v.dump());
-    PF_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(max),
-             "{}: {} = {} is too large (max {})", origin_, key_path(key), v.dump(), max);
-    const int64_t value = v.get<int64_t>();
-    PF_CHECK(value >= min && value <= max, "{}: {} = {} is out of range [{}, {}]", origin_,
-             key_path(key), value, min, max);
-    return value;
-  }
-  int64_t required_size(const std::string& key, int64_t max = kMaxSize) const {
-    const json& v = require(key);
-    const bool positive_or_not_integer =
-        !v.is_number_integer() ||
-        (v.is_number_unsigned() ? v.get<uint64_t>() > 0 : v.get<int64_t>() > 0);
-    PF_CHECK(positive_or_not_integer, "{}: {} = {} must be positive", origin_, key_path(key),
-             v.dump());
-    return integer(v, key, 1, max);
-  }
-  int64_t optional_size(const std::string& key, int64_t fallback, int64_t max = kMaxSize) const {
-    return has(key) ? required_size(key, max) : fallback;
-  }
-  double number(const std::string& key, double fallback, bool required = false) const {
-    const json* v = required ? &require(key) : find(key);
-    if (v == nullptr) return fallback;
-    PF_CHECK(v->is_number(), "{}: {} must be a number, got {} {}", origin_, key_path(key),
-             json_type_name(*v), v->dump());
-    const double value = v->get<double>();
-    PF_CHECK(std::isfinite(value), "{}: {} = {} is not finite", origin_, key_path(key), value);
-    return value;
-  }
-  double positive_number(const std::string& key, double fallback, bool required = false) const {
-    const double value = number(key, fallback, required);
-    PF_CHECK(value > 0, "{}: {} = {} must be positive", origin_, key_path(key), value);
-    return value;
-  }
-  bool boolean(const std::string& key, bool fallback) const {
-    const json* v = find(key);
-    if (v == nullptr) return fallback;
-    PF_CHECK(v->is_boolean(), "{}: {} must be true or false, got {} {}", origin_, key_path(key),
-             json_type_name(*v), v->dump());
-    return v->get<bool>();
-  }
-  std::string string(const std::string& key) const {
-    const json& v = require(key);
-    PF_CHECK(v.is_string(), "{}: {} must be a string, got {} {}", origin_, key_path(key),
-             json_type_name(v), v.dump());
-    return v.get<std::string>();
-  }
-  // An int, or a list of ints (eos_token_id); empty when absent.
-  std::vector<int> int_or_list(const std::string& key) const {
-    const json* v = find(key);
-    if (v == nullptr) return {};
-    if (!v->is_array()) return {int(integer(*v, key, 0, kMaxInt))};
-    std::vector<int> out;
-    for (size_t i = 0; i < v->size(); ++i) {
-      out.push_back(int(integer((*v)[i], fmt::format("{}[{}]", key, i), 0, kMaxInt)));
-    }
-    return out;
-  }
-  // A list of finite numbers; empty when absent.
-  std::vector<double> number_list(const std::string& key) const {
-    const json* v = find(key);
-    if (v == nullptr) return {};
-    PF_CHECK(v->is_array(), "{}: {} must be a list of numbers, got {} {}", origin_, key_path(key),
-             json_type_name(*v), v->dump().substr(0, 80));
-    std::vector<double> out;
-    for (size_t i = 0; i < v->size(); ++i) {
-      const json& e = (*v)[i];
-      PF_CHECK(e.is_number() && std::isfinite(e.get<double>()),
-               "{}: {}[{}] must be a finite number, got {}", origin_, key_path(key), i,
-               e.dump().substr(0, 80));
-      out.push_back(e.get<double>());
-    }
-    return out;
-  }
-  JsonObject object(const std::string& key) const {
-    return JsonObject(require(key), origin_, key_path(key));
-  }
-  const std::string& origin() const { return origin_; }
-
- private:
-  const json& object_;
-  std::string origin_;
-  std::string path_;
-};
+// The same for a key that must be absent (or null).
+void refuse_set(const ConfigMap& map, std::string_view key, std::string_view why) {
+  if (const auto value = map.get(key))
+    value->fail(fmt::format("is set ({}), but {}", value->shown(), why));
+}
 
 // HF DeciLM: int(2 * ffn_mult * hidden / 3) rounded up to a multiple of 256.
 int64_t ffn_mult_to_intermediate_size(double ffn_mult, int64_t hidden_size) {
@@ -149,75 +60,103 @@ int64_t ffn_mult_to_intermediate_size(double ffn_mult, int64_t hidden_size) {
   return size % 256 == 0 ? size : size + 256 - size % 256;
 }
 
-RopeScaling parse_rope_scaling(const JsonObject& top) {
+RopeScaling read_rope_scaling(const ConfigMap& top) {
   RopeScaling scaling;
-  if (!top.has("rope_scaling")) return scaling;
-  const JsonObject rope = top.object("rope_scaling");
-  const std::string type_key = rope.has("rope_type") ? "rope_type" : "type";
-  const std::string type = rope.has(type_key) ? rope.string(type_key) : "default";
+  const auto value = top.get("rope_scaling");
+  if (!value) return scaling;
+  const ConfigMap rope = value->map();
+  auto type_value = rope.get("rope_type");
+  if (!type_value) type_value = rope.get("type");  // the key of older configs
+  const std::string type = type_value ? type_value->text("a RoPE type name") : "default";
   if (type == "default") return scaling;
-  PF_CHECK(type == "llama3", "{}: {} = \"{}\" is not supported (supported: llama3, default)",
-           top.origin(), rope.key_path(type_key), type);
+  if (type != "llama3")
+    type_value->fail(fmt::format("\"{}\" is not supported (supported: llama3, default)", type));
   scaling.llama3 = true;
-  scaling.factor = rope.positive_number("factor", 0, true);
-  scaling.low_freq_factor = rope.positive_number("low_freq_factor", 0, true);
-  scaling.high_freq_factor = rope.positive_number("high_freq_factor", 0, true);
-  scaling.original_max_position = rope.required_size("original_max_position_embeddings");
-  PF_CHECK(scaling.high_freq_factor > scaling.low_freq_factor,
-           "{}: rope_scaling.high_freq_factor {} must be greater than low_freq_factor {}",
-           top.origin(), scaling.high_freq_factor, scaling.low_freq_factor);
+  scaling.factor = rope.require("factor").number(kPositiveNumber);
+  scaling.low_freq_factor = rope.require("low_freq_factor").number(kPositiveNumber);
+  const ConfigValue high = rope.require("high_freq_factor");
+  scaling.high_freq_factor = high.number(kPositiveNumber);
+  scaling.original_max_position = rope.require("original_max_position_embeddings").integer(kSize);
+  if (scaling.high_freq_factor <= scaling.low_freq_factor)
+    high.fail(fmt::format("must be greater than low_freq_factor ({}), got {}",
+                          scaling.low_freq_factor, scaling.high_freq_factor));
   return scaling;
 }
 
-BlockConfig parse_nas_block(const JsonObject& top, const json& block_json, size_t index,
-                            int n_heads, int64_t hidden_size) {
-  const std::string path = fmt::format("block_configs[{}]", index);
-  const JsonObject block(block_json, top.origin(), path);
-  BlockConfig config;
-
-  const JsonObject attention = block.object("attention");
-  const bool attention_no_op = attention.boolean("no_op", false);
-  const bool attention_linear = attention.boolean("replace_with_linear", false);
-  PF_CHECK(!(attention_no_op && attention_linear),
-           "{}: {}.attention has both no_op and replace_with_linear set", top.origin(), path);
-  if (attention_no_op) {
-    config.attention = AttentionKind::None;
-  } else if (attention_linear) {
-    config.attention = AttentionKind::Linear;
-  } else {
-    const int64_t group = attention.required_size("n_heads_in_group", kMaxInt);
-    PF_CHECK(n_heads % group == 0, "{}: {} = {} does not divide num_attention_heads {}",
-             top.origin(), attention.key_path("n_heads_in_group"), group, n_heads);
-    config.n_kv_heads = int(n_heads / group);
+void read_nas_attention(const ConfigValue& value, int n_heads, BlockConfig& config) {
+  const ConfigMap attention = value.map();
+  const bool no_op = flag(attention, "no_op");
+  const bool linear = flag(attention, "replace_with_linear");
+  if (no_op && linear) value.fail("has both no_op and replace_with_linear set");
+  refuse_set(attention, "sparsify", "parafuse does not implement sparsified attention");
+  refuse_set(attention, "window_length", "parafuse does not implement windowed attention");
+  refuse_set(attention, "num_sink_tokens", "parafuse does not implement attention sinks");
+  attention.ignore({"unshifted_sink", "use_prefill_window_in_sink_attention"});  // sinks only
+  if (no_op || linear) {
+    config.attention = no_op ? AttentionKind::None : AttentionKind::Linear;
+    attention.ignore({"n_heads_in_group"});
+    return;
   }
+  const ConfigValue group_value = attention.require("n_heads_in_group");
+  const int64_t group = group_value.integer(kCount);
+  if (n_heads % group != 0)
+    group_value.fail(fmt::format("must divide num_attention_heads ({}), got {}", n_heads, group));
+  config.n_kv_heads = int(n_heads / group);
+}
 
-  const JsonObject ffn = block.object("ffn");
-  const bool ffn_no_op = ffn.boolean("no_op", false);
-  const bool ffn_linear = ffn.boolean("replace_with_linear", false);
-  PF_CHECK(!(ffn_no_op && ffn_linear), "{}: {}.ffn has both no_op and replace_with_linear set",
-           top.origin(), path);
-  if (ffn_no_op) {
-    config.ffn = FfnKind::None;
-  } else if (ffn_linear) {
-    config.ffn = FfnKind::Linear;
-  } else if (ffn.has("intermediate_size")) {  // ours, written for fused blocks: exact
-    config.intermediate_size = ffn.required_size("intermediate_size");
+void read_nas_ffn(const ConfigValue& value, int64_t hidden_size, BlockConfig& config) {
+  const ConfigMap ffn = value.map();
+  const bool no_op = flag(ffn, "no_op");
+  const bool linear = flag(ffn, "replace_with_linear");
+  if (no_op && linear) value.fail("has both no_op and replace_with_linear set");
+  refuse_set(ffn, "sparsify", "parafuse does not implement sparsified FFNs");
+  if (no_op || linear) {
+    config.ffn = no_op ? FfnKind::None : FfnKind::Linear;
+    ffn.ignore({"ffn_mult", "intermediate_size"});
+  } else if (const auto size = ffn.get("intermediate_size")) {  // ours, for fused blocks: exact
+    config.intermediate_size = size->integer(kSize);
+    ffn.ignore({"ffn_mult"});
   } else {
-    const double ffn_mult = ffn.positive_number("ffn_mult", 0, true);
-    PF_CHECK(ffn_mult < 1e6, "{}: {} = {} is implausibly large", top.origin(),
-             ffn.key_path("ffn_mult"), ffn_mult);
+    const double ffn_mult = ffn.require("ffn_mult").number(kFfnMult);
     config.intermediate_size = ffn_mult_to_intermediate_size(ffn_mult, hidden_size);
   }
-  if (const json* fused = ffn.find("fused_from")) {
-    PF_CHECK(fused->is_array(), "{}: {} must be a list of block ids, got {}", top.origin(),
-             ffn.key_path("fused_from"), json_type_name(*fused));
-    for (size_t i = 0; i < fused->size(); ++i) {
-      config.fused_from.push_back(
-          int(ffn.integer((*fused)[i], fmt::format("fused_from[{}]", i), 0, kMaxInt)));
-    }
+  if (const auto fused = ffn.get("fused_from")) {
+    for (const ConfigValue& id : fused->list("a list of block ids"))
+      config.fused_from.push_back(int(id.integer(kBlockId)));
   }
-  config.ffn_norm_folded = ffn.boolean("ffn_norm_folded", false);
-  return config;
+  config.ffn_norm_folded = flag(ffn, "ffn_norm_folded");
+}
+
+std::vector<BlockConfig> read_nas_blocks(const ConfigMap& top, int n_heads, int64_t hidden_size) {
+  const ConfigValue blocks_value = top.require("block_configs");
+  const std::vector<ConfigValue> items = blocks_value.list("a non-empty list of blocks");
+  if (items.empty()) blocks_value.fail("must be a non-empty list of blocks, got an empty array");
+  std::vector<BlockConfig> blocks;
+  for (const ConfigValue& item : items) {
+    const ConfigMap block = item.map();
+    BlockConfig config;
+    read_nas_attention(block.require("attention"), n_heads, config);
+    read_nas_ffn(block.require("ffn"), hidden_size, config);
+    blocks.push_back(config);
+  }
+  if (const auto layers = top.get("num_hidden_layers")) {
+    const int64_t n_layers = layers->integer(kLayerCount);
+    if (n_layers != int64_t(blocks.size()))
+      layers->fail(fmt::format("must equal the number of block_configs ({}), got {}", blocks.size(),
+                               n_layers));
+  }
+  // HF's DeciLM config carries these (usually null); the blocks decide.
+  top.ignore({"num_key_value_heads", "intermediate_size"});
+  return blocks;
+}
+
+std::vector<BlockConfig> read_llama_blocks(const ConfigMap& top, int n_heads) {
+  const int64_t n_layers = top.require("num_hidden_layers").integer(kLayerCount);
+  BlockConfig block;
+  const auto kv_heads = top.get("num_key_value_heads");
+  block.n_kv_heads = kv_heads ? int(kv_heads->integer(kCount)) : n_heads;
+  block.intermediate_size = top.require("intermediate_size").integer(kSize);
+  return std::vector<BlockConfig>(size_t(n_layers), block);
 }
 
 bool same_block(const BlockConfig& a, const BlockConfig& b) {
@@ -258,72 +197,66 @@ std::string describe_block(const BlockConfig& block) {
 }  // namespace
 
 ModelConfig parse_hf_config(const std::string& json_text, const std::string& origin) {
-  try {
-    const json root = json::parse(json_text);
-    const JsonObject top(root, origin, "");
-    ModelConfig config;
-    config.model_type = top.string("model_type");
-    PF_CHECK(config.model_type == "llama" || config.model_type == "nemotron-nas",
-             "{}: model_type \"{}\" is not supported (supported: llama, nemotron-nas)", origin,
-             config.model_type);
-    config.vocab_size = top.required_size("vocab_size");
-    config.hidden_size = top.required_size("hidden_size");
-    config.n_heads = int(top.required_size("num_attention_heads", kMaxInt));
-    config.head_dim =
-        int(top.optional_size("head_dim", config.hidden_size / config.n_heads, kMaxInt));
-    config.rms_norm_eps = top.positive_number("rms_norm_eps", config.rms_norm_eps);
-    config.rope_theta = top.positive_number("rope_theta", config.rope_theta);
-    config.rope_scaling = parse_rope_scaling(top);
-    config.rope_freq_factors = top.number_list("rope_freq_factors");
-    config.tie_word_embeddings = top.boolean("tie_word_embeddings", false);
-    config.max_position_embeddings =
-        top.optional_size("max_position_embeddings", config.max_position_embeddings);
-    if (top.has("bos_token_id")) {
-      config.bos_token_id =
-          int(top.integer(top.require("bos_token_id"), "bos_token_id", 0, kMaxInt));
-    }
-    config.eos_token_ids = top.int_or_list("eos_token_id");
-
-    if (config.model_type == "llama") {
-      const int64_t n_layers = top.required_size("num_hidden_layers", 1 << 20);
-      BlockConfig block;
-      block.n_kv_heads = int(top.optional_size("num_key_value_heads", config.n_heads, kMaxInt));
-      block.intermediate_size = top.required_size("intermediate_size");
-      config.blocks.assign(size_t(n_layers), block);
-    } else {
-      const json& blocks = top.require("block_configs");
-      PF_CHECK(blocks.is_array() && !blocks.empty(),
-               "{}: block_configs must be a non-empty list, got {} {}", origin,
-               json_type_name(blocks), blocks.is_array() ? "(empty)" : "");
-      for (size_t i = 0; i < blocks.size(); ++i) {
-        config.blocks.push_back(
-            parse_nas_block(top, blocks[i], i, config.n_heads, config.hidden_size));
-      }
-      if (top.has("num_hidden_layers")) {
-        const int64_t n_layers = top.required_size("num_hidden_layers", 1 << 20);
-        PF_CHECK(n_layers == int64_t(blocks.size()),
-                 "{}: num_hidden_layers = {} but block_configs has {} entries", origin, n_layers,
-                 blocks.size());
-      }
-    }
-    try {
-      config.validate();
-    } catch (const Error& e) {
-      PF_THROW("{}: {}", origin, e.what());
-    }
-    return config;
-  } catch (const nlohmann::json::exception& e) {
-    PF_THROW("{}: invalid JSON: {}", origin, e.what());
+  const ConfigDocument document =
+      ConfigDocument::from_json(json_text, origin, UnknownKeys::RefuseNearMisses);
+  const ConfigMap top = document.root().map();
+  ModelConfig config;
+  const ConfigValue type = top.require("model_type");
+  config.model_type = type.text("a string");
+  if (config.model_type != "llama" && config.model_type != "nemotron-nas")
+    type.fail(
+        fmt::format("\"{}\" is not supported (supported: llama, nemotron-nas)", config.model_type));
+  config.vocab_size = top.require("vocab_size").integer(kSize);
+  config.hidden_size = top.require("hidden_size").integer(kSize);
+  config.n_heads = int(top.require("num_attention_heads").integer(kCount));
+  const auto head_dim = top.get("head_dim");
+  config.head_dim =
+      head_dim ? int(head_dim->integer(kCount)) : int(config.hidden_size / config.n_heads);
+  if (const auto v = top.get("rms_norm_eps")) config.rms_norm_eps = v->number(kPositiveNumber);
+  if (const auto v = top.get("rope_theta")) config.rope_theta = v->number(kPositiveNumber);
+  config.rope_scaling = read_rope_scaling(top);
+  if (const auto v = top.get("rope_freq_factors")) {  // a parafuse key (model_config.h)
+    for (const ConfigValue& factor : v->list("a list of numbers"))
+      config.rope_freq_factors.push_back(factor.number(kAnyNumber));
   }
+  if (const auto v = top.get("tie_word_embeddings")) config.tie_word_embeddings = v->boolean();
+  if (const auto v = top.get("max_position_embeddings"))
+    config.max_position_embeddings = v->integer(kSize);
+  if (const auto v = top.get("bos_token_id")) config.bos_token_id = int(v->integer(kTokenId));
+  if (const auto v = top.get("eos_token_id")) {  // one id, or a list of them
+    if (v->is_list()) {
+      for (const ConfigValue& id : v->list())
+        config.eos_token_ids.push_back(int(id.integer(kTokenId)));
+    } else {
+      config.eos_token_ids = {int(v->integer(kTokenId))};
+    }
+  }
+  // Special tokens parafuse takes from the tokenizer; named so cls_token_id is not taken for a
+  // typo of bos_token_id.
+  top.ignore({"pad_token_id", "cls_token_id", "sep_token_id", "unk_token_id", "mask_token_id"});
+  // HF keys parafuse reads only to refuse what it does not implement.
+  refuse_true(top, "attention_bias", "parafuse's attention projections have no bias");
+  refuse_true(top, "mlp_bias", "parafuse's FFN projections have no bias");
+  if (const auto act = top.get("hidden_act")) {
+    const std::string name = act->text("an activation name");
+    if (name != "silu")
+      act->fail(fmt::format("\"{}\" is not supported (parafuse's FFN is SwiGLU: silu)", name));
+  }
+
+  config.blocks = config.model_type == "llama"
+                      ? read_llama_blocks(top, config.n_heads)
+                      : read_nas_blocks(top, config.n_heads, config.hidden_size);
+  document.finish();
+  try {
+    config.validate();
+  } catch (const Error& e) {
+    PF_THROW("{}: {}", origin, e.what());
+  }
+  return config;
 }
 
 ModelConfig load_hf_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PF_CHECK(in.good(), "{}: cannot open: {}", path, std::strerror(errno));
-  std::stringstream text;
-  text << in.rdbuf();
-  PF_CHECK(!in.bad(), "{}: read error: {}", path, std::strerror(errno));
-  return parse_hf_config(text.str(), path);
+  return parse_hf_config(read_file(path, "model config"), path);
 }
 
 std::string to_hf_config_json(const ModelConfig& config) {

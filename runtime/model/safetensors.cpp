@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/core/error.h"
+#include "runtime/config/read_file.h"
 #include "runtime/model/mapped_file.h"
 
 namespace parafuse {
@@ -35,12 +36,6 @@ uint64_t read_u64_le(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
   return v;
-}
-
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 std::string json_kind(const json& j) {
@@ -196,17 +191,6 @@ SafetensorsEntry parse_entry(const std::string& origin, const std::string& name,
   return e;
 }
 
-void check_range(const char* axis, Range r, int64_t extent, const std::string& name,
-                 const std::vector<int64_t>& shape, const std::string& where, int64_t* begin,
-                 int64_t* end) {
-  *begin = r.begin;
-  *end = r.end == -1 ? extent : r.end;
-  if (*begin < 0 || *end < *begin || *end > extent) {
-    PF_THROW("{}: read of tensor '{}' {} [{}, {}) is out of range for shape {}", where, name, axis,
-             r.begin, r.end, shape_string(shape));
-  }
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -305,16 +289,10 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
 void SafetensorsFile::read_f32(const SafetensorsEntry& entry, Range rows, Range cols,
                                float* out) const {
   const TensorInfo& info = entry.info;
-  const std::string& name = info.name;
-  if (info.shape.size() > 2) {
-    PF_THROW("{}: tensor '{}' has shape {}; only 1-D and 2-D tensors can be read", origin_, name,
-             shape_string(info.shape));
-  }
-  int64_t r0, r1, c0, c1;
-  check_range("rows", rows, info.rows(), name, info.shape, origin_, &r0, &r1);
-  check_range("cols", cols, info.cols(), name, info.shape, origin_, &c0, &c1);
+  const Slice slice = resolve_slice(info, rows, cols, origin_);
+  const int64_t r0 = slice.row_begin, r1 = slice.row_end, c0 = slice.col_begin;
   const int64_t n_cols = info.cols();
-  const int64_t width = c1 - c0;
+  const int64_t width = slice.cols();
   if (width == 0) return;  // also spares a loop over the rows of a [huge, 0] tensor
   const uint8_t* base = data_of(entry);
   for (int64_t r = r0; r < r1; ++r) {
@@ -336,7 +314,7 @@ void SafetensorsFile::read_f32(const SafetensorsEntry& entry, Range rows, Range 
         break;
       }
       default:
-        PF_THROW("{}: tensor '{}' has dtype {}, which cannot be read", origin_, name,
+        PF_THROW("{}: tensor '{}' has dtype {}, which cannot be read", origin_, info.name,
                  dtype_name(info.dtype));
     }
   }
@@ -352,11 +330,7 @@ SafetensorsWeightSource::SafetensorsWeightSource(const std::string& dir) : dir_(
   std::error_code ec;
   if (fs::is_regular_file(index_path, ec)) {
     const std::string index_origin = index_path.string();
-    std::ifstream in(index_path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) PF_THROW("{}: cannot read the index", index_origin);
-    const std::string s = text.str();
+    const std::string s = read_file(index_origin, "safetensors index");
     const json index =
         parse_json_strict(s.data(), s.data() + s.size(), index_origin, "index", false);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
@@ -413,6 +387,7 @@ SafetensorsWeightSource::SafetensorsWeightSource(const std::string& dir) : dir_(
   } else {
     PF_THROW("model directory '{}' has neither {} nor {}", dir, kSingleName, kIndexName);
   }
+  for (const auto& [name, location] : where_) tensors_.emplace(name, location.second->info);
 }
 
 std::string SafetensorsWeightSource::description() const {
@@ -420,28 +395,11 @@ std::string SafetensorsWeightSource::description() const {
                      files_.size() == 1 ? "" : "s", where_.size());
 }
 
-std::vector<std::string> SafetensorsWeightSource::names() const {
-  std::vector<std::string> out;
-  out.reserve(where_.size());
-  for (const auto& [name, _] : where_) out.push_back(name);
-  return out;
-}
-
-bool SafetensorsWeightSource::has(const std::string& name) const {
-  return where_.count(name) != 0;
-}
-
-TensorInfo SafetensorsWeightSource::info(const std::string& name) const {
-  const auto it = where_.find(name);
-  if (it == where_.end()) PF_THROW("tensor '{}' not found in {}", name, description());
-  return it->second.second->info;
-}
-
 void SafetensorsWeightSource::read_f32(const std::string& name, Range rows, Range cols,
                                        float* out) const {
-  const auto it = where_.find(name);
-  if (it == where_.end()) PF_THROW("tensor '{}' not found in {}", name, description());
-  it->second.first->read_f32(*it->second.second, rows, cols, out);
+  info(name);  // the missing-tensor error
+  const auto& [file, entry] = where_.at(name);
+  file->read_f32(*entry, rows, cols, out);
 }
 
 // ---------------------------------------------------------------------------------------------

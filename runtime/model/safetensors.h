@@ -52,9 +52,6 @@ class SafetensorsWeightSource : public WeightSource {
  public:
   explicit SafetensorsWeightSource(const std::string& dir);
   std::string description() const override;
-  std::vector<std::string> names() const override;
-  bool has(const std::string& name) const override;
-  TensorInfo info(const std::string& name) const override;
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override;
 
  private:

@@ -102,8 +102,9 @@ std::map<std::string, TensorInfo> expected_tensors(const ModelConfig& config) {
 }
 
 SyntheticWeightSource::SyntheticWeightSource(const ModelConfig& config, uint64_t seed)
-    : seed_(seed), tensors_(expected_tensors(config)), model_type_(config.model_type) {
+    : seed_(seed) {
   config.validate();
+  tensors_ = expected_tensors(config);
   const float residual_scale = 1.0f / std::sqrt(2.0f * float(std::max(1, config.n_blocks())));
   for (const auto& [name, t] : tensors_) {
     float scale;
@@ -120,49 +121,27 @@ SyntheticWeightSource::SyntheticWeightSource(const ModelConfig& config, uint64_t
     }
     scales_[name] = scale;
   }
+  int64_t params = 0;
+  for (const auto& [_, t] : tensors_) params += t.rows() * t.cols();
+  description_ = fmt::format("synthetic {} (seed {}, {} tensors, {} parameters)",
+                             config.model_type.empty() ? "model" : config.model_type, seed_,
+                             tensors_.size(), params);
 }
 
 std::string SyntheticWeightSource::description() const {
-  int64_t params = 0;
-  for (const auto& [_, t] : tensors_) params += t.rows() * t.cols();
-  return fmt::format("synthetic {} (seed {}, {} tensors, {} parameters)",
-                     model_type_.empty() ? "model" : model_type_, seed_, tensors_.size(), params);
-}
-
-std::vector<std::string> SyntheticWeightSource::names() const {
-  std::vector<std::string> out;
-  out.reserve(tensors_.size());
-  for (const auto& [name, _] : tensors_) out.push_back(name);
-  return out;
-}
-
-bool SyntheticWeightSource::has(const std::string& name) const {
-  return tensors_.count(name) != 0;
-}
-
-TensorInfo SyntheticWeightSource::info(const std::string& name) const {
-  const auto it = tensors_.find(name);
-  if (it == tensors_.end()) PF_THROW("tensor '{}' not found in {}", name, description());
-  return it->second;
+  return description_;
 }
 
 void SyntheticWeightSource::read_f32(const std::string& name, Range rows, Range cols,
                                      float* out) const {
-  const TensorInfo t = info(name);
-  const int64_t n_rows = t.rows();
+  const TensorInfo& t = info(name);
+  const Slice slice = resolve_slice(t, rows, cols, description_);
   const int64_t n_cols = t.cols();
-  const int64_t r0 = rows.begin, r1 = rows.end == -1 ? n_rows : rows.end;
-  const int64_t c0 = cols.begin, c1 = cols.end == -1 ? n_cols : cols.end;
-  if (r0 < 0 || r1 < r0 || r1 > n_rows || c0 < 0 || c1 < c0 || c1 > n_cols) {
-    PF_THROW(
-        "{}: read of tensor '{}' rows [{}, {}) cols [{}, {}) is out of range for a {} x {} "
-        "tensor",
-        description(), name, rows.begin, rows.end, cols.begin, cols.end, n_rows, n_cols);
-  }
+  const int64_t r0 = slice.row_begin, r1 = slice.row_end, c0 = slice.col_begin;
   const float scale = scales_.at(name);
   const float offset = t.shape.size() == 1 ? 1.0f : 0.0f;
   const uint64_t key = splitmix64_mix(seed_ ^ fnv1a(name));
-  const int64_t width = c1 - c0;
+  const int64_t width = slice.cols();
   if (width == 0) return;
   for (int64_t r = r0; r < r1; ++r) {
     float* dst = out + (r - r0) * width;

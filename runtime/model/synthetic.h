@@ -18,17 +18,13 @@ class SyntheticWeightSource : public WeightSource {
  public:
   SyntheticWeightSource(const ModelConfig& config, uint64_t seed);
   std::string description() const override;
-  std::vector<std::string> names() const override;
-  bool has(const std::string& name) const override;
-  TensorInfo info(const std::string& name) const override;
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override;
 
  private:
   uint64_t seed_;
-  std::map<std::string, TensorInfo> tensors_;
   // Half-width of each tensor's uniform distribution (centred on 1 for 1-D norm weights).
   std::map<std::string, float> scales_;
-  std::string model_type_;
+  std::string description_;
 };
 
 // The HF tensor names and shapes a ModelConfig implies (also what `parafuse fuse` writes).

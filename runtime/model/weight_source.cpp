@@ -1,44 +1,53 @@
-// The one place a model path becomes a WeightSource, so every subcommand accepts the same
-// forms and rejects anything else with the same message.
+// What every weight source shares: the tensor list, lookups, slice checks, whole reads.
 #include "runtime/model/weight_source.h"
 
-#include <filesystem>
-
 #include "kernels/core/error.h"
-#include "runtime/model/gguf.h"
-#include "runtime/model/safetensors.h"
 
 namespace parafuse {
 
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Slice resolve_slice(const TensorInfo& info, Range rows, Range cols, const std::string& origin) {
+  PF_CHECK(info.shape.size() <= 2,
+           "{}: tensor '{}' has shape {}; only 1-D and 2-D tensors can be read", origin, info.name,
+           shape_string(info.shape));
+  Slice s;
+  const auto axis = [&](const char* name, Range r, int64_t extent, int64_t& begin, int64_t& end) {
+    begin = r.begin;
+    end = r.end == -1 ? extent : r.end;
+    PF_CHECK(begin >= 0 && begin <= end && end <= extent,
+             "{}: read of tensor '{}' {} [{}, {}) is out of range for shape {}", origin, info.name,
+             name, r.begin, r.end, shape_string(info.shape));
+  };
+  axis("rows", rows, info.rows(), s.row_begin, s.row_end);
+  axis("cols", cols, info.cols(), s.col_begin, s.col_end);
+  return s;
+}
+
+std::vector<std::string> WeightSource::names() const {
+  std::vector<std::string> out;
+  out.reserve(tensors_.size());
+  for (const auto& [name, _] : tensors_) out.push_back(name);
+  return out;
+}
+
+const TensorInfo& WeightSource::info(const std::string& name) const {
+  const auto it = tensors_.find(name);
+  PF_CHECK(it != tensors_.end(), "tensor '{}' not found in {}", name, description());
+  return it->second;
+}
+
 std::vector<float> WeightSource::read_all(const std::string& name) const {
-  const TensorInfo t = info(name);
+  const TensorInfo& t = info(name);
   int64_t n = 1;
   for (int64_t d : t.shape) n *= d;
   std::vector<float> out(static_cast<size_t>(n));
   read_f32(name, Range{}, Range{}, out.data());
   return out;
-}
-
-std::unique_ptr<WeightSource> open_weight_source(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (!fs::exists(status)) PF_THROW("model path '{}' does not exist", path);
-  if (fs::is_directory(status)) return std::make_unique<SafetensorsWeightSource>(path);
-  const std::string extension = fs::path(path).extension().string();
-  if (fs::is_regular_file(status) && extension == ".gguf") {
-    return std::make_unique<GgufWeightSource>(std::make_shared<GgufFile>(path));
-  }
-  if (extension == ".safetensors") {
-    PF_THROW(
-        "model path '{}' is a safetensors file; pass the directory holding it (with "
-        "config.json) instead",
-        path);
-  }
-  PF_THROW(
-      "model path '{}' is neither a directory of safetensors (model.safetensors or "
-      "model.safetensors.index.json) nor a .gguf file",
-      path);
 }
 
 }  // namespace parafuse

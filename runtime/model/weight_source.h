@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,11 +20,14 @@ namespace parafuse {
 
 struct TensorInfo {
   std::string name;
-  DType dtype = DType::F32;     // storage type in the file
+  DType dtype = DType::F32;    // storage type in the file
   std::vector<int64_t> shape;  // row-major, outermost first (HF order); 1-D for norms
   int64_t rows() const { return shape.size() == 2 ? shape[0] : 1; }
   int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
 };
+
+// "[5, 7]" for messages.
+std::string shape_string(const std::vector<int64_t>& shape);
 
 // Half-open index range; end = -1 means "to the end".
 struct Range {
@@ -31,25 +35,40 @@ struct Range {
   int64_t end = -1;
 };
 
+// A slice resolved against a tensor's rows and columns: [row_begin, row_end) x
+// [col_begin, col_end).
+struct Slice {
+  int64_t row_begin = 0, row_end = 0, col_begin = 0, col_end = 0;
+  int64_t rows() const { return row_end - row_begin; }
+  int64_t cols() const { return col_end - col_begin; }
+};
+
+// `rows` x `cols` of `info` (1-D or 2-D), or an Error from `origin` naming the tensor, the axis
+// and the shape: "x.safetensors: read of tensor 'm' rows [0, 6) is out of range for shape
+// [5, 7]". The one range check every source's read_f32 makes.
+Slice resolve_slice(const TensorInfo& info, Range rows, Range cols, const std::string& origin);
+
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
   virtual std::string description() const = 0;  // "safetensors /path (3 files)" etc.
-  virtual std::vector<std::string> names() const = 0;
-  virtual bool has(const std::string& name) const = 0;
+  // Every tensor, by HF name (sorted), as each source lists it at construction.
+  const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
+  std::vector<std::string> names() const;
+  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   // Throws an Error naming the tensor and the source when it is missing.
-  virtual TensorInfo info(const std::string& name) const = 0;
+  const TensorInfo& info(const std::string& name) const;
   // rows x cols slice of a 1-D or 2-D tensor as F32, row-major, contiguous, into `out`
   // ((row_end-row_begin) * (col_end-col_begin) floats). A 1-D tensor is one row.
-  // Throws on an out-of-range slice.
+  // Throws on an out-of-range slice (resolve_slice).
   virtual void read_f32(const std::string& name, Range rows, Range cols, float* out) const = 0;
 
   // Convenience: the whole tensor.
   std::vector<float> read_all(const std::string& name) const;
-};
 
-// Opens a model path: a directory with config.json and *.safetensors (single or sharded via
-// model.safetensors.index.json), or a .gguf file.
-std::unique_ptr<WeightSource> open_weight_source(const std::string& path);
+ protected:
+  // Filled by each source's constructor; never changed after.
+  std::map<std::string, TensorInfo> tensors_;
+};
 
 }  // namespace parafuse

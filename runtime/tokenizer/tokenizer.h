@@ -1,6 +1,7 @@
 // Byte-level BPE tokenizer (GPT-2 / Llama-3 / SmolLM2 family) and chat templates.
 //
-// Loaded from GGUF `tokenizer.ggml.*` metadata or from an HF `tokenizer.json`. Text is split by
+// Loaded from an HF `tokenizer.json`, or from TokenizerData that another reader filled (GGUF
+// `tokenizer.ggml.*` metadata: runtime/model/gguf.h's tokenizer_from_gguf). Text is split by
 // the model's pre-tokenizer regex (PCRE2 with Unicode properties, so \p{L} and \p{N} match as
 // the HF tokenizers library does), each piece is mapped through the GPT-2 byte->unicode table
 // and merged by rank. Special tokens (control / user-defined) are matched verbatim before
@@ -18,8 +19,6 @@
 #include <vector>
 
 namespace parafuse {
-
-class GgufFile;
 
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant"
@@ -50,7 +49,9 @@ class Tokenizer {
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
-  static Tokenizer from_gguf(const GgufFile& file);
+  // From data another format's reader filled; the end-of-turn tokens of common chat formats
+  // join the eos ids. Errors are prefixed with `origin` (the file it came from).
+  static Tokenizer from_data(TokenizerData data, const std::string& origin);
   // `tokenizer_json` is the path of tokenizer.json; tokenizer_config.json beside it is read
   // when present (chat template, bos/eos, add_bos_token).
   static Tokenizer from_hf_json(const std::string& tokenizer_json);
@@ -93,8 +94,6 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
-// A whole file's bytes; throws naming the path when it cannot be read.
-std::string read_text_file(const std::string& path);
 // A text file as ids (BOS first when the tokenizer adds one; special-token text is not
 // parsed), at most `max_tokens` (0: all). What eval-ppl, analyze, plan and fuse score.
 std::vector<int32_t> tokenize_text_file(const Tokenizer& tokenizer, const std::string& path,

@@ -1,4 +1,4 @@
-// Tokenizer loaders: GGUF `tokenizer.ggml.*` metadata and HF tokenizer.json (+ config).
+// Tokenizer loaders: HF tokenizer.json (+ config), and TokenizerData filled elsewhere (GGUF).
 //
 // Both produce a TokenizerData and leave every consistency check of the vocabulary to the
 // Tokenizer constructor, so the two formats fail alike. tokenizer.json is parsed with
@@ -8,9 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -19,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/core/error.h"
-#include "runtime/model/gguf.h"
+#include "runtime/config/read_file.h"
 #include "runtime/tokenizer/tokenizer_impl.h"
 
 namespace parafuse {
@@ -55,14 +53,6 @@ Tokenizer build(TokenizerData data, const std::string& origin) {
   } catch (const Error& e) {
     PF_THROW("{}: {}", origin, e.what());
   }
-}
-
-int gguf_id(const GgufFile& file, const std::string& key) {
-  if (!file.has(key)) return -1;
-  const int64_t id = file.get_int(key);
-  PF_CHECK(id >= -1 && id <= std::numeric_limits<int32_t>::max(), "{}: {} = {} is not a token id",
-           file.origin(), key, id);
-  return static_cast<int>(id);
 }
 
 // A short rendering of a JSON value for error messages.
@@ -265,50 +255,10 @@ TokenizerData parse_tokenizer_json(std::string_view tokenizer_json, std::string_
   return data;
 }
 
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  PF_CHECK(in, "{}: cannot open", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  PF_CHECK(!in.bad(), "{}: read failed", path.string());
-  return text.str();
-}
 
 }  // namespace
 
-Tokenizer Tokenizer::from_gguf(const GgufFile& file) {
-  const std::string& origin = file.origin();
-  PF_CHECK(file.has("tokenizer.ggml.model"), "{}: no tokenizer (tokenizer.ggml.model is missing)",
-           origin);
-  const std::string& model = file.get_string("tokenizer.ggml.model");
-  PF_CHECK(model == "gpt2",
-           "{}: tokenizer.ggml.model is '{}'; parafuse supports only byte-level BPE ('gpt2')",
-           origin, model);
-  TokenizerData data;
-  data.tokens = file.get_strings("tokenizer.ggml.tokens");
-  PF_CHECK(file.has("tokenizer.ggml.merges"), "{}: tokenizer.ggml.merges is missing", origin);
-  data.merges = file.get_strings("tokenizer.ggml.merges");
-  if (file.has("tokenizer.ggml.token_type")) {
-    for (int64_t type : file.get_ints("tokenizer.ggml.token_type")) {
-      PF_CHECK(type >= 0 && type <= 6, "{}: tokenizer.ggml.token_type has unknown type {}", origin,
-               type);
-      data.token_types.push_back(static_cast<int>(type));
-    }
-  }
-  // llama.cpp treats a missing pre-tokenizer name as "default".
-  data.pre = file.has("tokenizer.ggml.pre") ? file.get_string("tokenizer.ggml.pre") : "default";
-  data.bos_id = gguf_id(file, "tokenizer.ggml.bos_token_id");
-  data.eos_id = gguf_id(file, "tokenizer.ggml.eos_token_id");
-  for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
-    const int id = gguf_id(file, key);
-    if (id >= 0 && id != data.eos_id) data.extra_eos_ids.push_back(id);
-  }
-  if (file.has("tokenizer.ggml.add_bos_token")) {
-    data.add_bos = file.get_bool("tokenizer.ggml.add_bos_token");
-  }
-  if (file.has("tokenizer.chat_template")) {
-    data.chat_template = file.get_string("tokenizer.chat_template");
-  }
+Tokenizer Tokenizer::from_data(TokenizerData data, const std::string& origin) {
   return build(std::move(data), origin);
 }
 
@@ -329,19 +279,19 @@ Tokenizer Tokenizer::from_hf_json_text(std::string_view tokenizer_json,
 Tokenizer Tokenizer::from_hf_json(const std::string& tokenizer_json) {
   namespace fs = std::filesystem;
   const fs::path path(tokenizer_json);
-  const std::string text = read_file(path);
+  const std::string text = read_file(path.string(), "tokenizer file");
   const fs::path dir = path.parent_path();
   std::error_code ec;
   std::string config;
   if (fs::is_regular_file(dir / "tokenizer_config.json", ec)) {
-    config = read_file(dir / "tokenizer_config.json");
+    config = read_file((dir / "tokenizer_config.json").string(), "tokenizer file");
   }
   Tokenizer tokenizer = from_hf_json_text(text, config, path.string());
   // Newer HF checkpoints keep the template in its own file.
   if (tokenizer.impl_->data.chat_template.empty() &&
       fs::is_regular_file(dir / "chat_template.jinja", ec)) {
     auto& impl = *tokenizer.impl_;
-    impl.data.chat_template = read_file(dir / "chat_template.jinja");
+    impl.data.chat_template = read_file((dir / "chat_template.jinja").string(), "chat template");
     impl.chat = tokenizer_detail::detect_chat_template(
         impl.data.chat_template, impl.token_to_id.count("<|im_start|>") != 0,
         impl.token_to_id.count("<|start_header_id|>") != 0);

@@ -17,7 +17,7 @@
 #include "parallel/nccl_collectives.h"
 #include "parallel/process_grid.h"
 #include "parallel/staged_collectives.h"
-#include "runtime/engine/model_files.h"
+#include "runtime/model/model_files.h"
 #include "tests/unit/greedy_compare.h"
 
 namespace parafuse {

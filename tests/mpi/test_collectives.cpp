@@ -235,8 +235,11 @@ TEST(MpiCollectives, MissingRankTimesOutWithAClearError) {
 
 TEST(MpiSession, LocalRankFromEnvironmentOrSharedMemorySplit) {
   // Under mpirun on one machine the launcher's variables give the answer...
-  LocalRank env = local_rank_from_environment();
-  ASSERT_TRUE(env.from_environment) << "mpirun should set OMPI_COMM_WORLD_LOCAL_RANK";
+  const LaunchEnvironment launch = read_launch_environment();
+  EXPECT_EQ(launch.launcher, "Open MPI");
+  EXPECT_EQ(launch.world_size, world_size());
+  const LocalRank env = launch.local;
+  ASSERT_TRUE(env.from_environment()) << "mpirun should set OMPI_COMM_WORLD_LOCAL_RANK";
   EXPECT_EQ(env.rank, world_rank());
   EXPECT_EQ(env.size, world_size());
   // ...and without them the shared-memory split gives the same.
@@ -255,7 +258,8 @@ TEST(MpiSession, LocalRankFromEnvironmentOrSharedMemorySplit) {
   for (size_t i = 0; i < saved.size(); ++i) {
     if (!saved[i].empty()) setenv(names[i], saved[i].c_str(), 1);
   }
-  EXPECT_FALSE(split.from_environment);
+  EXPECT_FALSE(split.from_environment());
+  EXPECT_EQ(split.source, "MPI shared-memory split");
   EXPECT_EQ(split.rank, world_rank());
   EXPECT_EQ(split.size, world_size());
   EXPECT_EQ(again.rank(), world_rank());

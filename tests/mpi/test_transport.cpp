@@ -12,12 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/cpu_backend.h"
 #include "parallel/mpi_comm.h"
-#include "tests/mpi/mpi_test_util.h"
 #include "parallel/transport.h"
-#if defined(PARAFUSE_HAS_CUDA)
-#include "kernels/cuda/cuda_backend.h"  // cuda_device_count
-#endif
+#include "tests/mpi/mpi_test_util.h"
+#include "tests/unit/error_of.h"
 
 namespace parafuse {
 namespace {
@@ -47,15 +46,6 @@ struct Message {
     return -1;
   }
 };
-
-std::string error_of(auto&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 class TransportTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -250,22 +240,45 @@ TEST_P(TransportTest, ReceiveTimeoutNamesThePeer) {
 INSTANTIATE_TEST_SUITE_P(Kinds, TransportTest, ::testing::Values("mpi", "ucx"),
                          [](const auto& info) { return info.param; });
 
-TEST(Transport, UnknownKindIsAnError) {
-  EXPECT_THAT(error_of([] { make_transport("pigeon", MPI_COMM_WORLD, milliseconds(1000)); }),
-              HasSubstr("unknown transport 'pigeon': expected \"ucx\", \"mpi\" or \"nccl\""));
+TEST(Transport, TheFactoryListsTheKindsOfThisBuild) {
+  const std::vector<std::string> kinds = transport_kinds();
+  EXPECT_EQ(kinds[0], "mpi");
+  EXPECT_EQ(kinds[1], "ucx");
+#if defined(PARAFUSE_HAS_CUDA)
+  EXPECT_EQ(kinds.size(), 3u);
+  EXPECT_EQ(kinds[2], "nccl");
+#else
+  EXPECT_EQ(kinds.size(), 2u);
+#endif
 }
 
-// "nccl" exists only in CUDA builds, and needs a GPU there: either way a clear error here.
-TEST(Transport, NcclWithoutCudaOrGpuIsAClearError) {
+TEST(Transport, UnknownKindIsAnError) {
+  const std::string all = transport_kinds().size() == 3 ? "mpi, ucx, nccl" : "mpi, ucx";
+  EXPECT_THAT(error_of([] { make_transport("pigeon", MPI_COMM_WORLD, milliseconds(1000)); }),
+              HasSubstr("unknown transport 'pigeon'; this build has " + all));
+  EXPECT_THAT(error_of([] { make_transport("uxc", MPI_COMM_WORLD, milliseconds(1000)); }),
+              HasSubstr("unknown transport 'uxc' (did you mean 'ucx'?)"));
+}
+
+// "nccl" moves GPU memory: in CUDA builds it needs the cuda backend, elsewhere a CUDA build.
+TEST(Transport, NcclWithoutTheCudaBackendIsAClearError) {
+  CpuBackend cpu(1);
 #if defined(PARAFUSE_HAS_CUDA)
-  std::string why;
-  if (cuda_device_count(&why) > 0) GTEST_SKIP() << "a CUDA device is present";
   EXPECT_THAT(error_of([] { make_transport("nccl", MPI_COMM_WORLD, milliseconds(1000)); }),
-              HasSubstr("no CUDA device"));
+              HasSubstr("transport 'nccl' moves GPU memory and needs the cuda backend (this run's "
+                        "backend is none)"));
+  EXPECT_THAT(error_of([&] { make_transport("nccl", MPI_COMM_WORLD, milliseconds(1000), &cpu); }),
+              HasSubstr("(this run's backend is cpu); use \"mpi\" or \"ucx\""));
 #else
-  EXPECT_THAT(error_of([] { make_transport("nccl", MPI_COMM_WORLD, milliseconds(1000)); }),
+  EXPECT_THAT(error_of([&] { make_transport("nccl", MPI_COMM_WORLD, milliseconds(1000), &cpu); }),
               HasSubstr("needs a build with CUDA"));
 #endif
+}
+
+// A host-memory backend's tensors go as they are; mpi and ucx keep their names.
+TEST(Transport, HostBackendsGetThePlainKind) {
+  CpuBackend cpu(1);
+  EXPECT_EQ(make_transport("mpi", MPI_COMM_WORLD, milliseconds(1000), &cpu)->name(), "mpi");
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/core/dtype.h"
+#include "tests/unit/f16_encode.h"
 
 namespace parafuse::test {
 

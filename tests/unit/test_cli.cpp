@@ -4,7 +4,12 @@
 #include <gmock/gmock.h>
 
 #include <filesystem>
+#include <fstream>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "kernels/backend_registry.h"
 #include "tests/unit/cli_runner.h"
 
 using ::testing::HasSubstr;
@@ -13,12 +18,79 @@ namespace {
 
 const std::string kSmolLM2 = std::string(PF_MODEL_CACHE) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
 const std::string kTinyLlama = std::string(PF_TEST_DATA) + "/configs/tiny-llama.json";
+const std::string kTinyNas = std::string(PF_TEST_DATA) + "/configs/tiny-nemotron-nas.json";
 
 TEST(Cli, HelpListsCommands) {
   const CliResult r = run_cli("--help");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("generate"));
   EXPECT_THAT(r.out, HasSubstr("eval-ppl"));
+}
+
+// A command-line mistake is one line on stderr that says what is allowed, in words, and exit
+// code 2; nothing runs.
+void expect_usage_error(const std::string& args, const std::string& line) {
+  SCOPED_TRACE(args);
+  const CliResult r = run_cli(args);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "parafuse: error: " + line + "\n");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(Cli, BadFlagValuesSayTheAllowedRangeInWords) {
+  const std::string model = "-m synthetic:" + kTinyLlama;
+  expect_usage_error("generate " + model + " -p hi -n 0",
+                     "--max-tokens must be at least 1, got '0' (parafuse generate --help)");
+  expect_usage_error("generate " + model + " -p hi --max-tokens -5",
+                     "--max-tokens must be at least 1, got '-5' (parafuse generate --help)");
+  expect_usage_error("bench " + model + " --batch 0",
+                     "--batch must be at least 1, got '0' (parafuse bench --help)");
+  expect_usage_error("bench " + model + " --batch 1,8,0",
+                     "--batch must be at least 1, got '0' (parafuse bench --help)");
+  expect_usage_error("generate " + model + " -p hi --temperature -1",
+                     "--temperature must be at least 0, got '-1' (parafuse generate --help)");
+  expect_usage_error("generate " + model + " -p hi --top-p 0",
+                     "--top-p must be in (0, 1], got '0' (parafuse generate --help)");
+  expect_usage_error("generate " + model + " -p hi -n 1e400",
+                     "--max-tokens must be an integer (at least 1), got '1e400' (parafuse "
+                     "generate --help)");
+  expect_usage_error("eval-ppl " + model + " --text /etc/hostname --tp 0",
+                     "--tp must be at least 1, got '0' (parafuse eval-ppl --help)");
+  expect_usage_error("generate " + model + " -p hi --backend cpuu",
+                     "--backend must be one of " + fmt::format("{}", fmt::join(parafuse::backend_names(), ", ")) +
+                         ", got 'cpuu' (did you mean 'cpu'?) (parafuse generate --help)");
+}
+
+TEST(Cli, UnknownCommandIsNamed) {
+  expect_usage_error("genrate -p hi",
+                     "unknown command 'genrate'; did you mean 'generate'? (parafuse --help lists "
+                     "them)");
+  expect_usage_error("--log-level debug evalppl",
+                     "unknown command 'evalppl'; did you mean 'eval-ppl'? (parafuse --help lists "
+                     "them)");
+  expect_usage_error("train", "unknown command 'train'; the commands are generate, eval-ppl, "
+                              "analyze, plan, fuse, bench");
+  expect_usage_error("", "no command given; the commands are generate, eval-ppl, analyze, plan, "
+                         "fuse, bench (parafuse --help)");
+}
+
+// `fuse --bench` loads the fused checkpoint back onto the session's backend and times both
+// models there (it used to time the fused one on the CPU whatever --backend said).
+TEST(Cli, FuseBenchTimesBothModelsOnTheSameBackend) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("pf_cli_fuse_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream((dir / "plan.yaml").string())
+      << "model_blocks: 10\nremove_attention: [7]\nfuse:\n  - [0, 1, 2]\n  - [7, 8]\n";
+  const CliResult r = run_cli("fuse -q --threads 1 -m synthetic:" + kTinyNas + " --plan " +
+                              (dir / "plan.yaml").string() + " -o " + (dir / "fused").string() +
+                              " --bench --bench-batch 1,2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("all-reduces per token"));
+  EXPECT_THAT(r.out, HasSubstr("ms/token, batch 1, cpu"));
+  EXPECT_THAT(r.out, HasSubstr("ms/token, batch 2, cpu"));
+  EXPECT_THAT(r.out, HasSubstr("both models timed on backend cpu (device 0), 1 thread(s)"));
+  fs::remove_all(dir);
 }
 
 TEST(Cli, MissingModelIsOneLineError) {

@@ -9,7 +9,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "runtime/engine/model_files.h"
+#include "runtime/model/model_files.h"
 #include "tests/unit/greedy_compare.h"
 
 namespace parafuse {

@@ -12,7 +12,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/generate.h"
-#include "runtime/engine/model_files.h"
+#include "runtime/model/model_files.h"
 
 using namespace parafuse;
 

@@ -10,7 +10,7 @@
 #include "kernels/core/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/engine/engine.h"
-#include "runtime/engine/model_files.h"
+#include "runtime/model/model_files.h"
 #include "runtime/fusion/analysis.h"
 #include "runtime/fusion/planner.h"
 #include "runtime/fusion/quality.h"

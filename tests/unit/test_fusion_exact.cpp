@@ -10,7 +10,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/engine/engine.h"
-#include "runtime/engine/model_files.h"
+#include "runtime/model/model_files.h"
 #include "runtime/fusion/fuse.h"
 #include "tests/unit/cli_runner.h"
 

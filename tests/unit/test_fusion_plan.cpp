@@ -9,6 +9,7 @@
 #include "kernels/core/error.h"
 #include "runtime/fusion/fusion_plan.h"
 #include "runtime/model/model_config.h"
+#include "tests/unit/error_of.h"
 
 using namespace parafuse;
 using ::testing::HasSubstr;
@@ -29,17 +30,6 @@ ModelConfig llama30() {
   ModelConfig c = load_hf_config(kTinyLlama);
   c.blocks.resize(30, c.blocks[0]);
   return c;
-}
-
-// The message of the Error `f` throws, or "" (which fails every HasSubstr).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 std::string parse_error(const std::string& yaml) {
@@ -162,34 +152,46 @@ TEST(FusionPlanBad, WrongModelBlocks) {
 
 TEST(FusionPlanBad, MalformedYaml) {
   EXPECT_THAT(parse_error("model_blocks: 10\nfuse: [[1, 2]\n"),
-              HasSubstr("plan.yaml:3: malformed YAML"));
-  EXPECT_THAT(parse_error("model_blocks: 10\n  fuse: - [1]\n"), HasSubstr("malformed YAML"));
-  EXPECT_THAT(parse_error("- 1\n- 2\n"), HasSubstr("plan.yaml:1: the top level must be a map"));
-  EXPECT_THAT(parse_error(""), HasSubstr("plan.yaml: the plan is empty"));
+              HasSubstr("plan.yaml:3: invalid YAML (column 1): end of sequence flow not found"));
+  EXPECT_THAT(parse_error("model_blocks: 10\n  fuse: - [1]\n"),
+              HasSubstr("plan.yaml:2: invalid YAML (column 7): illegal map value"));
+  EXPECT_THAT(parse_error("- 1\n- 2\n"),
+              HasSubstr("plan.yaml:1: the top level must be a map with keys model_blocks, "
+                        "remove_attention and fuse, got a list"));
+  EXPECT_THAT(parse_error(""), HasSubstr("plan.yaml: required key 'model_blocks' is missing"));
 }
 
 TEST(FusionPlanBad, StrictKeysTypesAndIds) {
   EXPECT_THAT(parse_error("model_blocks: 10\nfuze: [[1, 2]]\n"),
-              HasSubstr("plan.yaml:2: unknown key 'fuze' in the fusion plan (known keys: "
-                        "model_blocks, remove_attention, fuse)"));
+              HasSubstr("plan.yaml:2: unknown key 'fuze' at the top level (did you mean 'fuse'?) "
+                        "(known keys: model_blocks, remove_attention, fuse)"));
   EXPECT_THAT(parse_error("model_blocks: 10\nmodel_blocks: 10\n"),
-              HasSubstr("plan.yaml:2: key 'model_blocks' is given twice (first on line 1)"));
+              HasSubstr("plan.yaml:2: key 'model_blocks' at the top level is given twice (first "
+                        "on line 1)"));
   EXPECT_THAT(parse_error("model_blocks: ten\n"),
-              HasSubstr("plan.yaml:1: 'model_blocks' must be the model's block count (a positive "
-                        "integer), got 'ten'"));
+              HasSubstr("plan.yaml:1: 'model_blocks' must be an integer (at least 1), got 'ten'"));
   EXPECT_THAT(parse_error("model_blocks: 10\nremove_attention: [1.5]\n"),
-              HasSubstr("plan.yaml:2: 'remove_attention' must be a block id (a non-negative "
-                        "integer), got '1.5'"));
+              HasSubstr("plan.yaml:2: 'remove_attention[0]' must be an integer (at least 0), got "
+                        "'1.5'"));
   EXPECT_THAT(parse_error("model_blocks: 10\nfuse:\n  - [1, two]\n"),
-              HasSubstr("plan.yaml:3: 'fuse' must be a block id (a non-negative integer), got "
-                        "'two'"));
+              HasSubstr("plan.yaml:3: 'fuse[0][1]' must be an integer (at least 0), got 'two'"));
   EXPECT_THAT(parse_error("model_blocks: 10\nfuse:\n  - [1, -2]\n"),
-              HasSubstr("plan.yaml:3: 'fuse' must be a block id"));
+              HasSubstr("plan.yaml:3: 'fuse[0][1]' must be at least 0, got '-2'"));
   EXPECT_THAT(parse_error("model_blocks: 10\nfuse: [1, 2]\n"),
-              HasSubstr("plan.yaml:2: each entry of 'fuse' must be a list of block ids"));
+              HasSubstr("plan.yaml:2: 'fuse[0]' must be a list of block ids like [12, 17], got "
+                        "'1'"));
   EXPECT_THAT(parse_error("model_blocks: 10\nremove_attention: 3\n"),
-              HasSubstr("plan.yaml:2: 'remove_attention' must be a list of block ids"));
-  EXPECT_THAT(parse_error("fuse: []\n"), HasSubstr("plan.yaml: the plan has no 'model_blocks:'"));
+              HasSubstr("plan.yaml:2: 'remove_attention' must be a list of block ids like [12, "
+                        "17], got '3'"));
+  EXPECT_THAT(parse_error("fuse: []\n"), HasSubstr("plan.yaml: required key 'model_blocks' is "
+                                                   "missing"));
+  // A typo of the one required key is reported as the typo, not as a missing key.
+  EXPECT_THAT(parse_error("model_block: 10\n"),
+              HasSubstr("plan.yaml:1: unknown key 'model_block' at the top level (did you mean "
+                        "'model_blocks'?)"));
+  EXPECT_THAT(parse_error("model_blocks: 10\nfuse:\n  - [1, 2]\n  -\n"),
+              HasSubstr("plan.yaml: 'fuse[1]' must be a list of block ids like [12, 17], got "
+                        "nothing"));
   EXPECT_THAT(error_of([] { load_fusion_plan("/nonexistent/plan.yaml"); }),
-              HasSubstr("cannot read fusion plan '/nonexistent/plan.yaml'"));
+              HasSubstr("fusion plan '/nonexistent/plan.yaml' does not exist"));
 }

@@ -283,7 +283,7 @@ TEST(ModelConfig, LoadsFromFileAndNamesAMissingOne) {
     load_hf_config("/nonexistent/config.json");
     FAIL();
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("/nonexistent/config.json: cannot open"));
+    EXPECT_THAT(e.what(), HasSubstr("model config '/nonexistent/config.json' does not exist"));
   }
 }
 
@@ -332,14 +332,147 @@ struct BadConfig {
   std::string expected;
 };
 
+// Nemotron-Super-49B's config.json shape: every key HF writes, most of which parafuse does not
+// read (null, false, or irrelevant to inference), plus a '_' note.
+const char* kNemotronAllKeys = R"({
+  "_name_or_path": "nvidia/Llama-3_3-Nemotron-Super-49B-v1",
+  "_reconstructed": {"from": "gguf", "note": "any value"},
+  "architectures": ["DeciLMForCausalLM"],
+  "attention_bias": false, "attention_dropout": 0.0,
+  "auto_map": {"AutoConfig": "configuration_decilm.DeciLMConfig",
+               "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM"},
+  "block_configs": [
+    {"attention": {"n_heads_in_group": 8, "no_op": false, "num_sink_tokens": null,
+                   "replace_with_linear": false, "sparsify": null, "unshifted_sink": false,
+                   "use_prefill_window_in_sink_attention": false, "window_length": null},
+     "ffn": {"ffn_mult": 2.625, "no_op": false, "replace_with_linear": false, "sparsify": null}},
+    {"attention": {"n_heads_in_group": null, "no_op": true, "num_sink_tokens": null,
+                   "replace_with_linear": false, "sparsify": null, "unshifted_sink": false,
+                   "use_prefill_window_in_sink_attention": false, "window_length": null},
+     "ffn": {"ffn_mult": 1.3125, "no_op": false, "replace_with_linear": false, "sparsify": null}}
+  ],
+  "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "pad_token_id": null,
+  "cls_token_id": 7, "hidden_act": "silu", "hidden_size": 8192, "initializer_range": 0.02,
+  "intermediate_size": null, "max_position_embeddings": 131072, "mlp_bias": false,
+  "model_type": "nemotron-nas", "num_attention_heads": 64, "num_hidden_layers": 2,
+  "num_key_value_heads": null, "pretraining_tp": 1, "quantization_config": null,
+  "rms_norm_eps": 1e-05,
+  "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+  "transformers_version": "4.48.3", "use_cache": true, "vocab_size": 128256
+})";
+
+TEST(ModelConfig, AcceptsTheKeysHfWritesThatParafuseDoesNotRead) {
+  const ModelConfig c = parse_hf_config(kNemotronAllKeys, "config.json");
+  ASSERT_EQ(c.n_blocks(), 2);
+  EXPECT_EQ(c.blocks[0].n_kv_heads, 8);
+  EXPECT_EQ(c.blocks[0].intermediate_size, 14336);  // int(2 * 2.625 * 8192 / 3)
+  EXPECT_EQ(c.blocks[1].intermediate_size, 7168);   // int(2 * 1.3125 * 8192 / 3)
+  EXPECT_EQ(c.blocks[1].attention, AttentionKind::None);
+  EXPECT_TRUE(c.rope_scaling.llama3);
+  // null is absent: the defaults hold.
+  const ModelConfig d = parse_hf_config(
+      R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 64, "num_attention_heads": 4,
+          "num_hidden_layers": 1, "intermediate_size": 128, "head_dim": null, "rope_theta": null,
+          "rms_norm_eps": null, "bos_token_id": null, "eos_token_id": null, "rope_scaling": null,
+          "num_key_value_heads": null, "tie_word_embeddings": null})",
+      "config.json");
+  EXPECT_EQ(d.head_dim, 16);
+  EXPECT_EQ(d.rope_theta, 10000.0);
+  EXPECT_EQ(d.rms_norm_eps, 1e-5);
+  EXPECT_EQ(d.bos_token_id, -1);
+  EXPECT_TRUE(d.eos_token_ids.empty());
+  EXPECT_EQ(d.blocks[0].n_kv_heads, 4);
+}
+
+// An unknown key that is a typo of a key parafuse reads is refused; other unknown keys are not.
+TEST(ModelConfig, RefusesTyposOfKeysItReads) {
+  const std::vector<BadConfig> cases = {
+      {smol_with("num_attention_heads", "9").insert(1, R"("num_attention_head": 9, )"),
+       "config.json: unknown key 'num_attention_head' (did you mean 'num_attention_heads'?)"},
+      {smol_with("rope_theta", "").insert(1, R"("rope_thetta": 500000, )"),
+       "config.json: unknown key 'rope_thetta' (did you mean 'rope_theta'?)"},
+      {smol_with("hidden_size", "").insert(1, R"("hiden_size": 576, )"),
+       "config.json: unknown key 'hiden_size' (did you mean 'hidden_size'?)"},
+      {nemotron_with_block(R"({"attention": {"n_heads_in_group": 8, "no_opp": true},
+                                "ffn": {"ffn_mult": 1.0}})"),
+       "config.json: unknown key 'no_opp' in block_configs[0].attention (did you mean 'no_op'?)"},
+      {nemotron_with_block(R"({"attention": {"n_heads_in_group": 8}, "ffn": {"ffn_mul": 1.0}})"),
+       "config.json: unknown key 'ffn_mul' in block_configs[0].ffn (did you mean 'ffn_mult'?)"},
+      {smol_with("rope_scaling", R"({"rope_type": "llama3", "factor": 8, "low_freq_factor": 1,
+          "high_freq_factor": 4, "original_max_position_embeddings": 8192, "factr": 2})"),
+       "config.json: unknown key 'factr' in rope_scaling (did you mean 'factor'?)"},
+      {R"({"model_type": "llama", "model_type": "llama"})",
+       "config.json: key 'model_type' is given twice"},
+  };
+  for (const BadConfig& c : cases) {
+    SCOPED_TRACE(c.text);
+    try {
+      parse_hf_config(c.text, "config.json");
+      ADD_FAILURE() << "no error; expected: " << c.expected;
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), c.expected);
+    }
+  }
+  // Keys nobody reads and '_' notes pass, even when a '_' note looks like a key that is read.
+  EXPECT_NO_THROW(parse_hf_config(smol_with("torch_dtype", "\"bfloat16\""), "config.json"));
+  EXPECT_NO_THROW(parse_hf_config(smol_with("_hidden_sizes", "[1]"), "config.json"));
+  EXPECT_NO_THROW(parse_hf_config(smol_with("rope_interleaved", "false"), "config.json"));
+}
+
+// HF keys parafuse ignores when unset, but that would change the math when set.
+TEST(ModelConfig, RefusesHfFeaturesItDoesNotImplement) {
+  const auto block = [](const std::string& attention_extra, const std::string& ffn_extra = "") {
+    return nemotron_with_block(R"({"attention": {"n_heads_in_group": 8)" + attention_extra +
+                               R"(}, "ffn": {"ffn_mult": 1.0)" + ffn_extra + "}}");
+  };
+  const std::vector<BadConfig> cases = {
+      {smol_with("attention_bias", "true"),
+       "config.json: attention_bias is true, but parafuse's attention projections have no bias"},
+      {smol_with("mlp_bias", "true"),
+       "config.json: mlp_bias is true, but parafuse's FFN projections have no bias"},
+      {smol_with("hidden_act", "\"gelu\""),
+       "config.json: hidden_act \"gelu\" is not supported (parafuse's FFN is SwiGLU: silu)"},
+      {block(R"(, "sparsify": ["q_proj"])"),
+       "config.json: block_configs[0].attention.sparsify is set (an array), but parafuse does not "
+       "implement sparsified attention"},
+      {block(R"(, "window_length": 4096)"),
+       "config.json: block_configs[0].attention.window_length is set (number 4096), but parafuse "
+       "does not implement windowed attention"},
+      {block(R"(, "num_sink_tokens": 4)"),
+       "config.json: block_configs[0].attention.num_sink_tokens is set (number 4), but parafuse "
+       "does not implement attention sinks"},
+      {block("", R"(, "sparsify": {"ratio": 0.5})"),
+       "config.json: block_configs[0].ffn.sparsify is set (an object), but parafuse does not "
+       "implement sparsified FFNs"},
+  };
+  for (const BadConfig& c : cases) {
+    SCOPED_TRACE(c.text);
+    try {
+      parse_hf_config(c.text, "config.json");
+      ADD_FAILURE() << "no error; expected: " << c.expected;
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), c.expected);
+    }
+  }
+  // Set to their harmless values, they pass.
+  EXPECT_NO_THROW(parse_hf_config(smol_with("attention_bias", "false"), "config.json"));
+  EXPECT_NO_THROW(parse_hf_config(smol_with("hidden_act", "\"silu\""), "config.json"));
+  EXPECT_NO_THROW(
+      parse_hf_config(block(R"(, "sparsify": null, "window_length": null)"), "config.json"));
+}
+
 TEST(ModelConfig, BadConfigsGiveOneClearError) {
   const std::string good_attention = R"("attention": {"n_heads_in_group": 8})";
   const std::string good_ffn = R"("ffn": {"ffn_mult": 1.0})";
   const std::vector<BadConfig> cases = {
-      {R"({"model_type": "llama", )", "config.json: invalid JSON: [json.exception.parse_error"},
+      {R"({"model_type": "llama", )",
+       "config.json: invalid JSON: parse error at line 1, column 25: syntax error while parsing "
+       "object key - unexpected end of input; expected string literal"},
       {"", "config.json: invalid JSON"},
       {R"({"model_type": "llama"} trailing)", "parse error at line 1, column"},
-      {"[1, 2]", "config.json: the top level must be a JSON object, got array"},
+      {"[1, 2]", "config.json: the top level must be a JSON object, got an array"},
       {R"({"hidden_size": 4})", "config.json: required key 'model_type' is missing"},
       {smol_with("model_type", "\"gpt2\""),
        "config.json: model_type \"gpt2\" is not supported (supported: llama, nemotron-nas)"},
@@ -347,41 +480,51 @@ TEST(ModelConfig, BadConfigsGiveOneClearError) {
       {smol_with("hidden_size", ""), "config.json: required key 'hidden_size' is missing"},
       {smol_with("hidden_size", "null"), "required key 'hidden_size' is missing"},
       {smol_with("hidden_size", "\"576\""),
-       "config.json: hidden_size must be an integer, got string \"576\""},
-      {smol_with("hidden_size", "576.5"), "hidden_size must be an integer, got number 576.5"},
-      {smol_with("hidden_size", "-576"), "config.json: hidden_size = -576 must be positive"},
-      {smol_with("hidden_size", "0"), "hidden_size = 0 must be positive"},
+       "config.json: hidden_size must be an integer (at least 1), got string \"576\""},
+      {smol_with("hidden_size", "576.5"),
+       "config.json: hidden_size must be an integer (at least 1), got number 576.5"},
+      {smol_with("hidden_size", "-576"), "config.json: hidden_size must be at least 1, got -576"},
+      {smol_with("hidden_size", "0"), "config.json: hidden_size must be at least 1, got 0"},
       {smol_with("hidden_size", "18446744073709551615"),
-       "hidden_size = 18446744073709551615 is too large"},
-      {smol_with("num_hidden_layers", "0"), "num_hidden_layers = 0 must be positive"},
+       "config.json: hidden_size must be at most 1099511627776, got 18446744073709551615"},
+      {smol_with("num_hidden_layers", "0"),
+       "config.json: num_hidden_layers must be from 1 to 1048576, got 0"},
       {smol_with("num_attention_heads", "7"),
        "config.json: hidden_size 576 is not a multiple of num_attention_heads 7"},
       {smol_with("num_key_value_heads", "4"),
        "config.json: block 0: n_kv_heads = 4 must be positive and divide num_attention_heads 9"},
-      {smol_with("intermediate_size", "[1536]"), "intermediate_size must be an integer, got array"},
+      {smol_with("intermediate_size", "[1536]"),
+       "config.json: intermediate_size must be an integer (at least 1), got an array"},
       {smol_with("head_dim", "63"), "head_dim = 63 must be positive and even"},
-      {smol_with("rms_norm_eps", "\"1e-5\""), "rms_norm_eps must be a number, got string"},
-      {smol_with("rms_norm_eps", "-1e-5"), "rms_norm_eps = -1e-05 must be positive"},
+      {smol_with("rms_norm_eps", "\"1e-5\""),
+       "config.json: rms_norm_eps must be a number (greater than 0), got string \"1e-5\""},
+      {smol_with("rms_norm_eps", "-1e-5"),
+       "config.json: rms_norm_eps must be greater than 0, got -1e-5"},
       {smol_with("tie_word_embeddings", "\"yes\""),
-       "tie_word_embeddings must be true or false, got string \"yes\""},
-      {smol_with("eos_token_id", "[2, \"x\"]"), "eos_token_id[1] must be an integer, got string"},
-      {smol_with("eos_token_id", "-3"), "eos_token_id = -3 is out of range"},
-      {smol_with("rope_scaling", "[]"), "rope_scaling must be a JSON object, got array"},
-      {smol_with("rope_freq_factors", "4"), "rope_freq_factors must be a list of numbers, got"},
+       "config.json: tie_word_embeddings must be true or false, got string \"yes\""},
+      {smol_with("eos_token_id", "[2, \"x\"]"),
+       "config.json: eos_token_id[1] must be an integer (at least 0), got string \"x\""},
+      {smol_with("eos_token_id", "-3"), "config.json: eos_token_id must be at least 0, got -3"},
+      {smol_with("rope_scaling", "[]"),
+       "config.json: rope_scaling must be a JSON object, got an array"},
+      {smol_with("rope_freq_factors", "4"),
+       "config.json: rope_freq_factors must be a list of numbers, got number 4"},
       {smol_with("rope_freq_factors", "[1, \"x\"]"),
-       "rope_freq_factors[1] must be a finite number, got \"x\""},
+       "config.json: rope_freq_factors[1] must be a number, got string \"x\""},
       {smol_with("rope_freq_factors", "[1, 2]"),
        "RoPE frequency factors: 2 entries, but head_dim 64 has 32 frequencies"},
       {smol_with("rope_scaling", R"({"rope_type": "yarn", "factor": 4})"),
-       "config.json: rope_scaling.rope_type = \"yarn\" is not supported (supported: llama3"},
+       "config.json: rope_scaling.rope_type \"yarn\" is not supported (supported: llama3, "
+       "default)"},
       {smol_with("rope_scaling", R"({"type": "dynamic", "factor": 4})"),
-       "rope_scaling.type = \"dynamic\" is not supported"},
+       "config.json: rope_scaling.type \"dynamic\" is not supported"},
       {smol_with("rope_scaling", R"({"rope_type": "llama3", "low_freq_factor": 1,
           "high_freq_factor": 4, "original_max_position_embeddings": 8192})"),
        "config.json: required key 'rope_scaling.factor' is missing"},
       {smol_with("rope_scaling", R"({"rope_type": "llama3", "factor": 8, "low_freq_factor": 4,
           "high_freq_factor": 1, "original_max_position_embeddings": 8192})"),
-       "rope_scaling.high_freq_factor 1 must be greater than low_freq_factor 4"},
+       "config.json: rope_scaling.high_freq_factor must be greater than low_freq_factor (4), got "
+       "1"},
       {nemotron_with_block("{" + good_attention + ", " + good_ffn + "}", 1) + "x", "invalid JSON"},
       {R"({"model_type": "nemotron-nas", "vocab_size": 100, "hidden_size": 4096,
            "num_attention_heads": 32})",
@@ -392,10 +535,10 @@ TEST(ModelConfig, BadConfigsGiveOneClearError) {
       {nemotron_with_block("{" + good_ffn + "}"),
        "required key 'block_configs[0].attention' is missing"},
       {nemotron_with_block(R"({"attention": {"n_heads_in_group": 5}, )" + good_ffn + "}"),
-       "config.json: block_configs[0].attention.n_heads_in_group = 5 does not divide "
-       "num_attention_heads 32"},
+       "config.json: block_configs[0].attention.n_heads_in_group must divide "
+       "num_attention_heads (32), got 5"},
       {nemotron_with_block(R"({"attention": {"n_heads_in_group": 0}, )" + good_ffn + "}"),
-       "block_configs[0].attention.n_heads_in_group = 0 must be positive"},
+       "config.json: block_configs[0].attention.n_heads_in_group must be at least 1, got 0"},
       {nemotron_with_block(R"({"attention": {}, )" + good_ffn + "}"),
        "required key 'block_configs[0].attention.n_heads_in_group' is missing"},
       {nemotron_with_block(R"({"attention": {"no_op": true, "replace_with_linear": true}, )" +
@@ -404,19 +547,19 @@ TEST(ModelConfig, BadConfigsGiveOneClearError) {
       {nemotron_with_block("{" + good_attention + R"(, "ffn": {"no_op": false}})"),
        "required key 'block_configs[0].ffn.ffn_mult' is missing"},
       {nemotron_with_block("{" + good_attention + R"(, "ffn": {"ffn_mult": -1.0}})"),
-       "block_configs[0].ffn.ffn_mult = -1 must be positive"},
+       "config.json: block_configs[0].ffn.ffn_mult must be in (0, 1000000), got -1.0"},
       {nemotron_with_block("{" + good_attention + R"(, "ffn": {"ffn_mult": 1e300}})"),
-       "block_configs[0].ffn.ffn_mult = 1e+300 is implausibly large"},
+       "config.json: block_configs[0].ffn.ffn_mult must be in (0, 1000000), got 1e300"},
       {nemotron_with_block("{" + good_attention + R"(, "ffn": {"ffn_mult": 1, "fused_from": 3}})"),
-       "block_configs[0].ffn.fused_from must be a list of block ids, got number"},
+       "config.json: block_configs[0].ffn.fused_from must be a list of block ids, got number 3"},
       {nemotron_with_block("{" + good_attention +
                            R"(, "ffn": {"ffn_mult": 1, "fused_from": [1, -2]}})"),
-       "block_configs[0].ffn.fused_from[1] = -2 is out of range"},
+       "config.json: block_configs[0].ffn.fused_from[1] must be at least 0, got -2"},
       {nemotron_with_block("{" + good_attention +
                            R"(, "ffn": {"no_op": true, "ffn_norm_folded": true}})"),
        "block 0: fused_from / ffn_norm_folded are only meaningful for a SwiGLU FFN"},
       {nemotron_with_block("{" + good_attention + ", " + good_ffn + "}", 5),
-       "config.json: num_hidden_layers = 5 but block_configs has 1 entries"},
+       "config.json: num_hidden_layers must equal the number of block_configs (1), got 5"},
   };
   for (const BadConfig& c : cases) {
     SCOPED_TRACE(c.text);

@@ -178,4 +178,31 @@ TEST(ParallelLog, ShowsAllReducesPerStepAndThePipelineSplit) {
   EXPECT_THAT(r.err, HasSubstr("GFLOP/token"));
 }
 
+// Rank 0 prints one placement line per rank, in rank order. With the launcher's local-rank
+// variables removed, the local rank comes from MPI's shared-memory split, and the grid, the
+// line and the device all use it (tests/mpi/test_session_builder.cpp checks the device choice
+// on a backend with several devices).
+TEST(ParallelLog, OneLinePerRankWithItsPlacement) {
+  const std::string env = " env -u OMPI_COMM_WORLD_LOCAL_RANK -u OMPI_COMM_WORLD_LOCAL_SIZE "
+                          "-u SLURM_LOCALID ";
+  const CliResult r = run_cli("generate -m " + kTinyNas + " --prompt-ids 1,2,3 -n 2 --print-ids "
+                              "--tp 2 --pp 2 --threads 1",
+                              kMpirun + " -np 4" + env + PF_BINARY);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* line : {"rank 0/4 on ", "rank 1/4 on ", "rank 2/4 on ", "rank 3/4 on "})
+    EXPECT_EQ(count_lines_with(r.err, line), 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr(": stage 0/2, tp 1/2, local rank 1/4 (MPI shared-memory split), "
+                               "backend cpu device 0"));
+  EXPECT_THAT(r.err, HasSubstr(": stage 1/2, tp 1/2, local rank 3/4 (MPI shared-memory split), "
+                               "backend cpu device 0"));
+  EXPECT_LT(r.err.find("rank 0/4 on "), r.err.find("rank 3/4 on "));
+  // As mpirun starts it, Open MPI's variable says the same.
+  const CliResult plain = run_cli("generate -m " + kTinyNas + " --prompt-ids 1,2,3 -n 2 "
+                                  "--print-ids --tp 2 --pp 2 --threads 1",
+                                  kMpirun + " -np 4 " + PF_BINARY);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_THAT(plain.err, HasSubstr("local rank 2/4 (OMPI_COMM_WORLD_LOCAL_RANK)"));
+  EXPECT_EQ(plain.out, r.out);  // the same greedy ids
+}
+
 }  // namespace

@@ -13,21 +13,13 @@
 
 #include "kernels/core/error.h"
 #include "parallel/process_grid.h"
+#include "tests/unit/error_of.h"
 
 namespace parafuse {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::string error_of(auto&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TEST(ProcessGrid, EveryLayoutUpTo16Ranks) {
   for (int world = 1; world <= 16; ++world) {
@@ -51,9 +43,6 @@ TEST(ProcessGrid, EveryLayoutUpTo16Ranks) {
         std::vector<int> tp_group = g.tp_group();
         ASSERT_EQ(int(tp_group.size()), tp);
         for (int t = 0; t < tp; ++t) EXPECT_EQ(tp_group[t], stage * tp + t);
-        std::vector<int> pp_group = g.pp_group();
-        ASSERT_EQ(int(pp_group.size()), pp);
-        for (int s = 0; s < pp; ++s) EXPECT_EQ(pp_group[s], s * tp + tp_rank);
 
         EXPECT_EQ(g.prev_stage_rank(), stage == 0 ? -1 : rank - tp);
         EXPECT_EQ(g.next_stage_rank(), stage == pp - 1 ? -1 : rank + tp);
@@ -72,7 +61,6 @@ TEST(ProcessGrid, Tp4Pp2Example) {
   EXPECT_EQ(g.pp_stage(), 1);
   EXPECT_EQ(g.tp_rank(), 1);
   EXPECT_THAT(g.tp_group(), ElementsAre(4, 5, 6, 7));
-  EXPECT_THAT(g.pp_group(), ElementsAre(1, 5));
   EXPECT_EQ(g.prev_stage_rank(), 1);
   EXPECT_EQ(g.next_stage_rank(), -1);
   EXPECT_EQ(g.sampler_rank(), 4);
@@ -103,11 +91,13 @@ TEST(ProcessGrid, GridThatDoesNotFitTheJobIsAClearError) {
 }
 
 // Sets and restores launcher variables for one test.
-class ProcessGridEnvironment : public ::testing::Test {
+class LaunchEnvironmentTest : public ::testing::Test {
  protected:
-  static constexpr const char* kNames[] = {"OMPI_COMM_WORLD_LOCAL_RANK",
-                                           "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_LOCALID",
-                                           "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"};
+  static constexpr const char* kNames[] = {
+      "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
+      "PMIX_RANK",            "PMI_RANK",                   "PMI_SIZE",
+      "SLURM_STEP_ID",        "SLURM_NTASKS",               "SLURM_LOCALID",
+      "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"};
   void SetUp() override {
     for (const char* name : kNames) {
       const char* v = std::getenv(name);
@@ -127,66 +117,97 @@ class ProcessGridEnvironment : public ::testing::Test {
   std::vector<std::optional<std::string>> saved_;
 };
 
-TEST_F(ProcessGridEnvironment, NeitherLauncherGivesDefaults) {
-  LocalRank l = local_rank_from_environment();
-  EXPECT_EQ(l.rank, 0);
-  EXPECT_EQ(l.size, 1);
-  EXPECT_FALSE(l.from_environment);
+TEST_F(LaunchEnvironmentTest, AloneThereIsNoLauncher) {
+  const LaunchEnvironment e = read_launch_environment();
+  EXPECT_FALSE(e.under_launcher());
+  EXPECT_EQ(e.world_size, 0);
+  EXPECT_EQ(e.local.rank, 0);
+  EXPECT_EQ(e.local.size, 1);
+  EXPECT_FALSE(e.local.from_environment());
+  // Local-rank variables alone (a login shell inside an allocation) do not make a launch.
+  setenv("SLURM_LOCALID", "1", 1);
+  setenv("SLURM_NTASKS_PER_NODE", "2", 1);
+  EXPECT_FALSE(read_launch_environment().under_launcher());
 }
 
-TEST_F(ProcessGridEnvironment, OpenMpi) {
+TEST_F(LaunchEnvironmentTest, OpenMpi) {
+  setenv("OMPI_COMM_WORLD_SIZE", "8", 1);
   setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3", 1);
   setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "4", 1);
   setenv("SLURM_LOCALID", "1", 1);  // Open MPI wins when both are set
   setenv("SLURM_NTASKS_PER_NODE", "2", 1);
-  LocalRank l = local_rank_from_environment();
-  EXPECT_EQ(l.rank, 3);
-  EXPECT_EQ(l.size, 4);
-  EXPECT_TRUE(l.from_environment);
+  const LaunchEnvironment e = read_launch_environment();
+  EXPECT_EQ(e.launcher, "Open MPI");
+  EXPECT_EQ(e.world_size, 8);
+  EXPECT_EQ(e.local.rank, 3);
+  EXPECT_EQ(e.local.size, 4);
+  EXPECT_EQ(e.local.source, "OMPI_COMM_WORLD_LOCAL_RANK");
 }
 
-TEST_F(ProcessGridEnvironment, SlurmPlainAndRepeatedCounts) {
+TEST_F(LaunchEnvironmentTest, SrunWithPmixPlainAndRepeatedCounts) {
+  setenv("PMIX_RANK", "6", 1);
+  setenv("SLURM_STEP_ID", "0", 1);
+  setenv("SLURM_NTASKS", "8", 1);
   setenv("SLURM_LOCALID", "2", 1);
   setenv("SLURM_NTASKS_PER_NODE", "4", 1);
-  LocalRank l = local_rank_from_environment();
-  EXPECT_EQ(l.rank, 2);
-  EXPECT_EQ(l.size, 4);
-  EXPECT_TRUE(l.from_environment);
+  LaunchEnvironment e = read_launch_environment();
+  EXPECT_EQ(e.launcher, "Slurm (PMIx)");
+  EXPECT_EQ(e.world_size, 8);
+  EXPECT_EQ(e.local.rank, 2);
+  EXPECT_EQ(e.local.size, 4);
+  EXPECT_EQ(e.local.source, "SLURM_LOCALID");
 
   setenv("SLURM_NTASKS_PER_NODE", "8(x2)", 1);
-  l = local_rank_from_environment();
-  EXPECT_EQ(l.rank, 2);
-  EXPECT_EQ(l.size, 8);
+  e = read_launch_environment();
+  EXPECT_EQ(e.local.rank, 2);
+  EXPECT_EQ(e.local.size, 8);
 
   unsetenv("SLURM_NTASKS_PER_NODE");
   setenv("SLURM_TASKS_PER_NODE", "4(x3)", 1);
-  l = local_rank_from_environment();
-  EXPECT_EQ(l.size, 4);
-  EXPECT_TRUE(l.from_environment);
+  e = read_launch_environment();
+  EXPECT_EQ(e.local.size, 4);
+  EXPECT_TRUE(e.local.from_environment());
 
-  // Uneven nodes: this node's count is unknown, so not from the environment.
+  // Uneven nodes: this node's count is unknown, so not from the environment (MPI decides).
   setenv("SLURM_TASKS_PER_NODE", "4(x2),3", 1);
-  EXPECT_FALSE(local_rank_from_environment().from_environment);
+  EXPECT_FALSE(read_launch_environment().local.from_environment());
 
   // A local id without any count is not enough either.
   unsetenv("SLURM_TASKS_PER_NODE");
-  EXPECT_FALSE(local_rank_from_environment().from_environment);
+  EXPECT_FALSE(read_launch_environment().local.from_environment());
 }
 
-TEST_F(ProcessGridEnvironment, MalformedValuesNameTheVariable) {
+TEST_F(LaunchEnvironmentTest, OtherPmiLaunchers) {
+  setenv("PMIX_RANK", "0", 1);  // prterun / mpiexec of PMIx without Slurm
+  EXPECT_EQ(read_launch_environment().launcher, "PMIx");
+  EXPECT_EQ(read_launch_environment().world_size, 0);
+  unsetenv("PMIX_RANK");
+  setenv("PMI_RANK", "1", 1);  // srun --mpi=pmi2, MPICH's Hydra
+  setenv("PMI_SIZE", "4", 1);
+  EXPECT_EQ(read_launch_environment().launcher, "PMI");
+  EXPECT_EQ(read_launch_environment().world_size, 4);
+}
+
+TEST_F(LaunchEnvironmentTest, MalformedValuesNameTheVariable) {
+  setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
   setenv("OMPI_COMM_WORLD_LOCAL_RANK", "two", 1);
   setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "4", 1);
-  EXPECT_THAT(error_of([] { local_rank_from_environment(); }),
+  EXPECT_THAT(error_of([] { read_launch_environment(); }),
               HasSubstr("OMPI_COMM_WORLD_LOCAL_RANK=two"));
   setenv("OMPI_COMM_WORLD_LOCAL_RANK", "4", 1);
-  EXPECT_THAT(error_of([] { local_rank_from_environment(); }),
+  EXPECT_THAT(error_of([] { read_launch_environment(); }),
               HasSubstr("local rank 4 is outside the local size 4"));
+  unsetenv("OMPI_COMM_WORLD_SIZE");
   unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
   unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  setenv("PMIX_RANK", "0", 1);
   setenv("SLURM_LOCALID", "0", 1);
   setenv("SLURM_NTASKS_PER_NODE", "4x", 1);
-  EXPECT_THAT(error_of([] { local_rank_from_environment(); }),
+  EXPECT_THAT(error_of([] { read_launch_environment(); }),
               HasSubstr("SLURM_NTASKS_PER_NODE=4x"));
+  unsetenv("SLURM_NTASKS_PER_NODE");
+  setenv("OMPI_COMM_WORLD_SIZE", "many", 1);
+  EXPECT_THAT(error_of([] { read_launch_environment(); }), HasSubstr("OMPI_COMM_WORLD_SIZE=many"));
 }
 
 }  // namespace

@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "kernels/core/error.h"
+#include "runtime/model/model_files.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/weight_source.h"
+#include "tests/unit/f16_encode.h"
 
 namespace parafuse {
 namespace {
@@ -215,7 +217,7 @@ TEST_F(SafetensorsTest, ShardedDirectoryWithIndex) {
       "model.norm.weight": "model-00001-of-00002.safetensors",
       "lm_head.weight": "model-00002-of-00002.safetensors"
     }})";
-  const std::unique_ptr<WeightSource> source = open_weight_source(dir_.string());
+  const auto source = std::make_unique<SafetensorsWeightSource>(dir_.string());
   EXPECT_THAT(source->description(), HasSubstr("2 files"));
   EXPECT_EQ(source->names(),
             (std::vector<std::string>{"lm_head.weight", "model.embed_tokens.weight",
@@ -257,23 +259,34 @@ TEST_F(SafetensorsTest, IndexThatIsNotJsonOrHasNoWeightMap) {
   EXPECT_THAT(source_error(), HasSubstr("expected an object with a \"weight_map\" object"));
 }
 
-TEST_F(SafetensorsTest, OpenWeightSourceNamesTheAcceptedForms) {
+TEST_F(SafetensorsTest, OpenModelNamesTheAcceptedForms) {
   auto message = [](const std::string& p) -> std::string {
     try {
-      open_weight_source(p);
+      open_model(p);
     } catch (const Error& e) {
       return e.what();
     }
     return "(no error)";
   };
   EXPECT_THAT(message(path("nope")), HasSubstr("model path '" + path("nope") + "' does not exist"));
+  EXPECT_THAT(message(dir_.string()), HasSubstr("model folder '" + dir_.string() +
+                                                "' has no config.json"));
+  std::ofstream(path("notes.txt")) << "hello";
+  EXPECT_THAT(message(path("notes.txt")),
+              HasSubstr("is neither a folder (HF config.json + safetensors) nor a .gguf file"));
+  std::ofstream(path("lone.safetensors")) << "x";
+  EXPECT_THAT(message(path("lone.safetensors")),
+              HasSubstr("is a safetensors file; pass the folder holding it"));
+  std::ofstream(path("broken.gguf")) << "not a gguf file at all";
+  EXPECT_THROW(open_model(path("broken.gguf")), Error);
+  EXPECT_THAT(message("synthetic:" + path("nope.json") + "@x"),
+              HasSubstr("the seed after '@' must be a non-negative integer"));
+  // A folder with a config but no weights, then a broken weights file: each names its path.
+  std::ofstream(path("config.json"))
+      << R"({"model_type": "llama", "vocab_size": 8, "hidden_size": 4, "num_attention_heads": 1,
+             "num_hidden_layers": 1, "intermediate_size": 8})";
   EXPECT_THAT(message(dir_.string()), HasSubstr("has neither model.safetensors nor "
                                                 "model.safetensors.index.json"));
-  std::ofstream(path("notes.txt")) << "hello";
-  EXPECT_THAT(message(path("notes.txt")), HasSubstr("nor a .gguf file"));
-  std::ofstream(path("broken.gguf")) << "not a gguf file at all";
-  EXPECT_THROW(open_weight_source(path("broken.gguf")), Error);
-  // A broken file on disk: the message names its path.
   write_bytes(path("model.safetensors"), raw_file("[]", 0));
   EXPECT_THAT(message(dir_.string()), HasSubstr(path("model.safetensors") + ": header does not"));
 }

@@ -1,8 +1,10 @@
 // Opening a model path: the one place that knows the accepted forms.
-//   DIR             HF checkpoint: config.json + safetensors (+ tokenizer.json, optional)
+//   DIR             HF checkpoint: config.json + model.safetensors or shards listed by
+//                   model.safetensors.index.json (+ tokenizer.json, optional)
 //   FILE.gguf       GGUF (config from metadata, tokenizer from tokenizer.ggml.*)
 //   synthetic:CFG   seeded random weights for the HF config.json CFG (tests, benchmarks);
 //                   synthetic:CFG@SEED picks the seed (default 0)
+// Anything else is one Error that says which forms exist.
 #pragma once
 
 #include <memory>
