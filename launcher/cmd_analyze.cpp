@@ -153,12 +153,10 @@ int run_analyze(AnalyzeArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_analyze_command(CLI::App& app) {
-  ModelCommand<AnalyzeArgs> c(
+  auto [cmd, a] = add_model_command<AnalyzeArgs>(
       app, "analyze",
       "FFN Fusion analysis on calibration text: per-sublayer importance and the block-wise FFN "
       "dependency matrix (JSON + plots)");
-  CLI::App* cmd = c.cmd;
-  const auto& a = c.args;
   a->text.add_options(*cmd, "Calibration text (UTF-8 file)", true, "--tokens",
                       "Calibration tokens at most (from the text's start)");
   cmd->add_option("--plan", a->plan_file,
@@ -169,7 +167,7 @@ Command add_analyze_command(CLI::App& app) {
       ->required();
   cmd->add_flag("--plot,!--no-plot", a->plot, "Write the PNG plots (python3 + matplotlib)")
       ->capture_default_str();
-  return c.runs(run_analyze);
+  return runs(a, run_analyze);
 }
 
 }  // namespace parafuse

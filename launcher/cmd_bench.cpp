@@ -92,12 +92,10 @@ int run_bench(BenchArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_bench_command(CLI::App& app) {
-  ModelCommand<BenchArgs> c(
+  auto [cmd, a] = add_model_command<BenchArgs>(
       app, "bench",
       "Throughput sweep over batch sizes: prefill and decode tokens/s, per-token "
       "latency, all-reduces and communication time per step");
-  CLI::App* cmd = c.cmd;
-  const auto& a = c.args;
   add_batch_sizes_option(*cmd, "--batch", a->batches, "Batch sizes (sequences decoded together)");
   cmd->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length of each sequence")
       ->capture_default_str()
@@ -107,7 +105,7 @@ Command add_bench_command(CLI::App& app) {
       ->check(int_flag(kPositiveInt));
   cmd->add_option("--json", a->json_path, "Write the results as JSON here (rank 0)");
   cmd->add_option("--label", a->label, "A label stored in the JSON");
-  return c.runs(run_bench);
+  return runs(a, run_bench);
 }
 
 }  // namespace parafuse

@@ -33,13 +33,12 @@ int run_eval_ppl(EvalPplArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_eval_ppl_command(CLI::App& app) {
-  ModelCommand<EvalPplArgs> c(app, "eval-ppl", "Perplexity of the model on a text file");
-  CLI::App* cmd = c.cmd;
-  const auto& a = c.args;
+  auto [cmd, a] =
+      add_model_command<EvalPplArgs>(app, "eval-ppl", "Perplexity of the model on a text file");
   a->text.add_options(*cmd, "UTF-8 text file", true, "--max-tokens",
                       "Score only the first N tokens (0: all; the text must fit the context)",
                       true);
-  return c.runs(run_eval_ppl);
+  return runs(a, run_eval_ppl);
 }
 
 }  // namespace parafuse

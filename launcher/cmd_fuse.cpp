@@ -97,12 +97,10 @@ int run_fuse(FuseArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_fuse_command(CLI::App& app) {
-  ModelCommand<FuseArgs> c(
+  auto [cmd, a] = add_model_command<FuseArgs>(
       app, "fuse",
       "Rewrite a checkpoint by a fusion plan: each fused group becomes one wide FFN "
       "(HF nemotron-nas folder), and report blocks, all-reduces, parameters, quality");
-  CLI::App* cmd = c.cmd;
-  const auto& a = c.args;
   cmd->add_option("--plan", a->plan_path, "Fusion plan (parafuse plan writes one)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -115,7 +113,7 @@ Command add_fuse_command(CLI::App& app) {
   cmd->add_flag("--bench", a->bench,
                 "Measure per-token decode latency before and after, on the session's backend");
   add_batch_sizes_option(*cmd, "--bench-batch", a->bench_batches, "Batch sizes for --bench");
-  return c.runs(run_fuse);
+  return runs(a, run_fuse);
 }
 
 }  // namespace parafuse

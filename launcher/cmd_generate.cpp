@@ -131,12 +131,10 @@ int run_generate(GenerateArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_generate_command(CLI::App& app) {
-  ModelCommand<GenerateArgs> c(
+  auto [cmd, a] = add_model_command<GenerateArgs>(
       app, "generate",
       "Generate text for one prompt, streamed. Under mpirun/srun every rank runs it and rank 0 "
       "prints.");
-  CLI::App* cmd = c.cmd;
-  const auto& a = c.args;
   cmd->add_option("-p,--prompt", a->prompt, "Prompt text");
   cmd->add_option("--prompt-ids", a->prompt_ids,
                   "Prompt as comma-separated token ids (no BOS is added), e.g. 1,15,27");
@@ -156,7 +154,7 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Sampling seed")->check(int_flag(kNonNegativeInt64));
   cmd->add_option("--dump-logits", a->dump_logits,
                   "Write the logits of every sampled position here (raw float32, vocab per row)");
-  return c.runs(run_generate);
+  return runs(a, run_generate);
 }
 
 }  // namespace parafuse

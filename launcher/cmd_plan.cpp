@@ -109,10 +109,8 @@ int run_plan(PlanArgs& a, LaunchContext& launch) {
 }  // namespace
 
 Command add_plan_command(CLI::App& app) {
-  ModelCommand<PlanArgs> c(
+  auto [cmd, a] = add_model_command<PlanArgs>(
       app, "plan", "Choose FFN groups to fuse (and attention to remove) within a quality budget");
-  CLI::App* cmd = c.cmd;
-  const auto& a = c.args;
   cmd->add_option("--analysis", a->analysis_file, "analysis.json from `parafuse analyze`")
       ->required()
       ->check(CLI::ExistingFile);
@@ -138,7 +136,7 @@ Command add_plan_command(CLI::App& app) {
       ->capture_default_str()
       ->check(int_flag(kNonNegativeInt));
   cmd->add_option("--out", a->out_file, "The plan YAML to write")->required();
-  return c.runs(run_plan);
+  return runs(a, run_plan);
 }
 
 }  // namespace parafuse

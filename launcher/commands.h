@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <CLI/CLI.hpp>
 
@@ -22,21 +23,24 @@ struct LaunchContext {
 
 using Command = std::function<int(LaunchContext&)>;
 
-// The frame of a model-running subcommand: its arguments `Args` (which hold a `SessionFlags
-// session`) live as long as the app, the session flags are registered first, and runs(fn)
-// is what main() calls. Each command adds its own options on `cmd` in between.
+// Registers a model-running subcommand: its arguments `Args` (which hold a `SessionFlags
+// session`) live as long as the app, and the session flags come first. Each command adds its
+// own options on the returned subcommand, then returns runs(args, its run function).
 template <typename Args>
-struct ModelCommand {
-  ModelCommand(CLI::App& app, const std::string& name, const std::string& description)
-      : args(std::make_shared<Args>()), cmd(app.add_subcommand(name, description)) {
-    add_session_flags(*cmd, args->session);
-  }
-  Command runs(int (*run)(Args&, LaunchContext&)) const {
-    return [args = args, run](LaunchContext& launch) { return run(*args, launch); };
-  }
-  std::shared_ptr<Args> args;
-  CLI::App* cmd;
-};
+std::pair<CLI::App*, std::shared_ptr<Args>> add_model_command(CLI::App& app,
+                                                              const std::string& name,
+                                                              const std::string& description) {
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(name, description);
+  add_session_flags(*cmd, args->session);
+  return {cmd, args};
+}
+
+// What main() calls for the command: run(*args, launch).
+template <typename Args>
+Command runs(std::shared_ptr<Args> args, int (*run)(Args&, LaunchContext&)) {
+  return [args, run](LaunchContext& launch) { return run(*args, launch); };
+}
 
 Command add_generate_command(CLI::App& app);  // cmd_generate.cpp
 Command add_eval_ppl_command(CLI::App& app);  // cmd_eval_ppl.cpp
