@@ -86,10 +86,8 @@ class Agreement {
 // Rank 0 logs one line per rank, in rank order: where each rank runs and what it drives.
 void log_placement(const Session& s, MpiCollectives* world) {
   const ProcessGrid& g = *s.grid;
-  const std::string line = fmt::format(
-      "rank {}/{} on {}: stage {}/{}, tp {}/{}, local rank {}/{} ({}), backend {} device {}",
-      g.world_rank(), g.world_size(), host_name(), g.pp_stage(), g.pp(), g.tp_rank(), g.tp(),
-      g.local_rank(), g.local_size(), s.local_rank_source, s.run.backend, s.device);
+  const std::string line = fmt::format("{} ({}), host {}, backend {} device {}", g.describe(),
+                                       s.local_rank_source, host_name(), s.run.backend, s.device);
   constexpr int64_t kWidth = 256;
   std::vector<char> mine(size_t(kWidth), '\0');
   std::memcpy(mine.data(), line.data(), std::min<size_t>(line.size(), kWidth - 1));

@@ -50,8 +50,8 @@ std::vector<int> ProcessGrid::tp_group() const {
 }
 
 std::string ProcessGrid::describe() const {
-  return fmt::format("rank {}/{}: stage {}/{}, tp {}/{}, local {}", world_rank_, world_size_,
-                     pp_stage(), pp_, tp_rank(), tp_, local_rank_);
+  return fmt::format("rank {}/{}: stage {}/{}, tp {}/{}, local rank {}/{}", world_rank_,
+                     world_size_, pp_stage(), pp_, tp_rank(), tp_, local_rank_, local_size_);
 }
 
 namespace {

@@ -38,7 +38,7 @@ class ProcessGrid {
   // The rank that samples and reports: tp rank 0 of the last stage.
   int sampler_rank() const { return rank_of(pp_ - 1, 0); }
 
-  std::string describe() const;  // "rank 3/8: stage 1/2, tp 1/4, local 3"
+  std::string describe() const;  // "rank 3/8: stage 1/2, tp 1/4, local rank 3/8"
 
  private:
   int world_size_, world_rank_, tp_, pp_, local_rank_, local_size_;

@@ -189,13 +189,14 @@ TEST(ParallelLog, OneLinePerRankWithItsPlacement) {
                               "--tp 2 --pp 2 --threads 1",
                               kMpirun + " -np 4" + env + PF_BINARY);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  for (const char* line : {"rank 0/4 on ", "rank 1/4 on ", "rank 2/4 on ", "rank 3/4 on "})
+  for (const char* line : {"rank 0/4: ", "rank 1/4: ", "rank 2/4: ", "rank 3/4: "})
     EXPECT_EQ(count_lines_with(r.err, line), 1) << r.err;
-  EXPECT_THAT(r.err, HasSubstr(": stage 0/2, tp 1/2, local rank 1/4 (MPI shared-memory split), "
-                               "backend cpu device 0"));
-  EXPECT_THAT(r.err, HasSubstr(": stage 1/2, tp 1/2, local rank 3/4 (MPI shared-memory split), "
-                               "backend cpu device 0"));
-  EXPECT_LT(r.err.find("rank 0/4 on "), r.err.find("rank 3/4 on "));
+  EXPECT_THAT(r.err, HasSubstr("rank 1/4: stage 0/2, tp 1/2, local rank 1/4 (MPI shared-memory "
+                               "split), host "));
+  EXPECT_THAT(r.err, HasSubstr("rank 3/4: stage 1/2, tp 1/2, local rank 3/4 (MPI shared-memory "
+                               "split), host "));
+  EXPECT_THAT(r.err, HasSubstr(", backend cpu device 0"));
+  EXPECT_LT(r.err.find("rank 0/4: "), r.err.find("rank 3/4: "));
   // As mpirun starts it, Open MPI's variable says the same.
   const CliResult plain = run_cli("generate -m " + kTinyNas + " --prompt-ids 1,2,3 -n 2 "
                                   "--print-ids --tp 2 --pp 2 --threads 1",

@@ -64,7 +64,7 @@ TEST(ProcessGrid, Tp4Pp2Example) {
   EXPECT_EQ(g.prev_stage_rank(), 1);
   EXPECT_EQ(g.next_stage_rank(), -1);
   EXPECT_EQ(g.sampler_rank(), 4);
-  EXPECT_EQ(g.describe(), "rank 5/8: stage 1/2, tp 1/4, local 5");
+  EXPECT_EQ(g.describe(), "rank 5/8: stage 1/2, tp 1/4, local rank 5/8");
 }
 
 TEST(ProcessGrid, DeviceIsLocalRankModuloDevices) {
