@@ -48,5 +48,8 @@ Command add_analyze_command(CLI::App& app);   // cmd_analyze.cpp (FFN Fusion)
 Command add_plan_command(CLI::App& app);      // cmd_plan.cpp (FFN Fusion)
 Command add_fuse_command(CLI::App& app);      // cmd_fuse.cpp (FFN Fusion)
 Command add_bench_command(CLI::App& app);     // cmd_bench.cpp
+Command add_serve_command(CLI::App& app);     // cmd_serve.cpp
+// cmd_bench_serve.cpp: `bench serve`, a subcommand of `bench` (add_bench_command adds it)
+Command add_bench_serve_command(CLI::App& bench);
 
 }  // namespace parafuse

@@ -76,6 +76,24 @@ void read_sampling(const ConfigMap& sampling, RunConfig::Sampling& s) {
   if (auto v = sampling.get("max_tokens")) s.max_tokens = int(v->integer(kPositiveInt));
 }
 
+void read_serve(const ConfigMap& serve, RunConfig::Serve& s) {
+  if (auto v = serve.get("host")) s.host = v->text("an IP address such as 127.0.0.1 or 0.0.0.0");
+  if (auto v = serve.get("port")) s.port = int(v->integer(kListenPort));
+  if (auto v = serve.get("api_key")) s.api_key = v->text("the key clients send as Bearer");
+  if (auto v = serve.get("api_key_file"))
+    s.api_key_file = v->text("a file whose first line is the API key");
+  if (auto v = serve.get("served_model_name"))
+    s.served_model_name = v->text("the model name clients use");
+  if (auto v = serve.get("max_waiting_requests"))
+    s.max_waiting_requests = int(v->integer(kPositiveInt));
+  if (auto v = serve.get("max_running_requests"))
+    s.max_running_requests = int(v->integer(kPositiveInt));
+  if (auto v = serve.get("max_body_bytes")) s.max_body_bytes = v->integer(kPositiveInt64);
+  if (auto v = serve.get("max_header_bytes")) s.max_header_bytes = v->integer(kPositiveInt64);
+  if (auto v = serve.get("max_json_depth")) s.max_json_depth = int(v->integer(kPositiveInt));
+  if (auto v = serve.get("http_threads")) s.http_threads = int(v->integer(kPositiveInt));
+}
+
 void read_timeouts(const ConfigMap& timeouts, RunConfig::Timeouts& t) {
   if (auto v = timeouts.get("collective_seconds"))
     t.collective_seconds = v->number(kPositiveNumber);
@@ -101,6 +119,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& orig
     c.fusion_plan = v->text("a fusion plan file (parafuse plan)");
   if (auto v = top.get("batch")) read_batch(v->map(), c.batch);
   if (auto v = top.get("sampling")) read_sampling(v->map(), c.sampling);
+  if (auto v = top.get("serve")) read_serve(v->map(), c.serve);
   if (auto v = top.get("timeouts")) read_timeouts(v->map(), c.timeouts);
   document.finish();
 
@@ -145,6 +164,15 @@ void check_run_config(const RunConfig& c) {
   check_int(c.sampling.top_k, "sampling.top_k", kNonNegativeInt);
   check_number(c.sampling.top_p, "sampling.top_p", kProbability);
   check_int(c.sampling.max_tokens, "sampling.max_tokens", kPositiveInt);
+  check_int(c.serve.port, "serve.port", kListenPort);
+  PF_CHECK(c.serve.api_key.empty() || c.serve.api_key_file.empty(),
+           "give serve.api_key or serve.api_key_file (--api-key or --api-key-file), not both");
+  check_int(c.serve.max_waiting_requests, "serve.max_waiting_requests", kPositiveInt);
+  check_int(c.serve.max_running_requests, "serve.max_running_requests", kPositiveInt);
+  check_int(c.serve.max_body_bytes, "serve.max_body_bytes", kPositiveInt64);
+  check_int(c.serve.max_header_bytes, "serve.max_header_bytes", kPositiveInt64);
+  check_int(c.serve.max_json_depth, "serve.max_json_depth", kPositiveInt);
+  check_int(c.serve.http_threads, "serve.http_threads", kPositiveInt);
   check_number(c.timeouts.collective_seconds, "timeouts.collective_seconds", kPositiveNumber);
   check_number(c.timeouts.transport_seconds, "timeouts.transport_seconds", kPositiveNumber);
 }

@@ -47,6 +47,21 @@ struct RunConfig {
     int max_tokens = 128;
   } sampling;
 
+  // `parafuse serve` (runtime/serve): where it listens, who may call it, and its limits.
+  struct Serve {
+    std::string host = "127.0.0.1";  // loopback unless asked: 0.0.0.0 opens it to the network
+    int port = 8000;                 // 0: any free port
+    std::string api_key;             // empty: no key needed
+    std::string api_key_file;        // a file whose first line is the key
+    std::string served_model_name;   // empty: the model file's name without extension
+    int max_waiting_requests = 256;  // more queued requests get 429
+    int max_running_requests = 256;  // sequences in one batch
+    int64_t max_body_bytes = 4 << 20;   // larger request bodies get 413
+    int64_t max_header_bytes = 16 << 10;  // larger request heads get 431
+    int max_json_depth = 64;            // deeper request JSON gets 400
+    int http_threads = 2;
+  } serve;
+
   struct Timeouts {
     double collective_seconds = 60;  // one all-reduce / all-gather / broadcast / barrier
     double transport_seconds = 60;   // one stage-to-stage send or receive

@@ -37,7 +37,8 @@ inline const IntRule kPositiveInt{1, kIntMax};     // tp, pp, max_tokens, batch 
 inline const IntRule kNonNegativeInt{0, kIntMax};  // threads, top_k (0: off/auto)
 inline const IntRule kPositiveInt64{1, std::numeric_limits<int64_t>::max()};
 inline const IntRule kNonNegativeInt64{0, std::numeric_limits<int64_t>::max()};
-inline const IntRule kPort{1, 65535};
+inline const IntRule kPort{1, 65535};        // a port to connect to
+inline const IntRule kListenPort{0, 65535};  // serve.port (0: any free port)
 inline const NumberRule kNonNegativeNumber{0.0, std::nullopt};      // temperature
 inline const NumberRule kPositiveNumber{0.0, std::nullopt, false};  // seconds
 inline const NumberRule kProbability{0.0, 1.0, false, true};        // top_p: (0, 1]

@@ -20,6 +20,8 @@ class PagedKvCache {
 
   int64_t page_size() const { return page_size_; }
   int64_t capacity_tokens() const { return n_pages_ * page_size_; }
+  int64_t pages() const { return n_pages_; }
+  int64_t used_pages() const { return n_pages_ - int64_t(free_pages_.size()); }
   size_t bytes() const;
 
   // Sequences are named by the caller's id. add() starts an empty one.
