@@ -105,7 +105,13 @@ Command add_bench_command(CLI::App& app) {
       ->check(int_flag(kPositiveInt));
   cmd->add_option("--json", a->json_path, "Write the results as JSON here (rank 0)");
   cmd->add_option("--label", a->label, "A label stored in the JSON");
-  return runs(a, run_bench);
+  // `parafuse bench serve` (cmd_bench_serve.cpp) load-tests a server instead of a model.
+  const Command serve = add_bench_serve_command(*cmd);
+  const CLI::App* serve_cmd = cmd->get_subcommand("serve");
+  const Command sweep = runs(a, run_bench);
+  return [serve, serve_cmd, sweep](LaunchContext& launch) {
+    return serve_cmd->parsed() ? serve(launch) : sweep(launch);
+  };
 }
 
 }  // namespace parafuse

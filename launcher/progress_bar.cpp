@@ -8,9 +8,10 @@
 
 namespace parafuse {
 
-ProgressBar::ProgressBar(std::string label, bool enabled)
+ProgressBar::ProgressBar(std::string label, bool enabled, ProgressUnit unit)
     : label_(std::move(label)),
       enabled_(enabled),
+      unit_(std::move(unit)),
       tty_(isatty(STDERR_FILENO) != 0),
       start_(std::chrono::steady_clock::now()) {}
 
@@ -19,7 +20,9 @@ void ProgressBar::update(size_t done, size_t total) {
   const double frac = double(done) / double(total);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double mib = double(done) / (1 << 20);
+  const std::string amount = unit_.items.empty()
+                                 ? fmt::format("{:.1f} MiB", double(done) / (1 << 20))
+                                 : fmt::format("{}/{} {}", done, total, unit_.items);
   if (tty_) {
     const int permille = int(frac * 1000);
     if (permille == last_permille_) return;
@@ -29,13 +32,13 @@ void ProgressBar::update(size_t done, size_t total) {
     std::string bar(size_t(fill), '=');
     if (fill < kWidth) bar += '>';
     bar.resize(kWidth, ' ');
-    fmt::print(stderr, "\r{} [{}] {:5.1f}% {:8.1f} MiB {:5.1f}s", label_, bar, frac * 100, mib,
+    fmt::print(stderr, "\r{} [{}] {:5.1f}% {:>12} {:5.1f}s", label_, bar, frac * 100, amount,
                secs);
   } else {
     const int quarter = int(frac * 4);
     if (quarter == last_quarter_) return;
     last_quarter_ = quarter;
-    fmt::print(stderr, "{}: {:3.0f}% ({:.1f} MiB, {:.1f}s)\n", label_, frac * 100, mib, secs);
+    fmt::print(stderr, "{}: {:3.0f}% ({}, {:.1f}s)\n", label_, frac * 100, amount, secs);
   }
   std::fflush(stderr);
 }

@@ -8,15 +8,21 @@
 
 namespace parafuse {
 
+// What update()'s counts are: bytes (shown as MiB) or items of a named kind ("requests").
+struct ProgressUnit {
+  std::string items;  // empty: bytes
+};
+
 class ProgressBar {
  public:
-  explicit ProgressBar(std::string label, bool enabled = true);
+  explicit ProgressBar(std::string label, bool enabled = true, ProgressUnit unit = {});
   void update(size_t done, size_t total);
   void finish();
 
  private:
   std::string label_;
   bool enabled_;
+  ProgressUnit unit_;
   bool tty_;
   int last_quarter_ = -1;
   int last_permille_ = -1;
