@@ -64,6 +64,7 @@ int run_serve(ServeArgs& a, LaunchContext& launch) {
     if (a.api_key_file) s.api_key_file = *a.api_key_file, s.api_key.clear();
     if (a.served_model_name) s.served_model_name = *a.served_model_name;
   };
+  std::unique_ptr<Metrics> metrics;
   std::unique_ptr<HttpServer> http;
   std::string model_name;
   auto check = [&](Session& s) {
@@ -87,7 +88,12 @@ int run_serve(ServeArgs& a, LaunchContext& launch) {
     o.default_temperature = s.run.sampling.temperature;
     o.default_top_p = s.run.sampling.top_p;
     o.default_top_k = s.run.sampling.top_k;
-    http = std::make_unique<HttpServer>(o);  // binds now: a taken port is an agreed error
+    // Listening from now on: a taken port is an agreed error, and /health and /ready (503)
+    // answer while the model loads.
+    metrics = std::make_unique<Metrics>(model_name);
+    http = std::make_unique<HttpServer>(o, *metrics, s.files.config);
+    fmt::print(stderr, "parafuse: listening on {} (loading the model)\n", http->url());
+    std::fflush(stderr);
   };
   Session s = SessionBuilder(launch, a.session).configure(configure).check(check).build();
 
@@ -98,15 +104,15 @@ int run_serve(ServeArgs& a, LaunchContext& launch) {
     run_serve_worker(*s.engine, *s.world);
     return 0;
   }
-  Metrics metrics(model_name);
   ServeLoopOptions lo;
   lo.max_waiting = s.run.serve.max_waiting_requests;
   lo.max_running = s.run.serve.max_running_requests;
-  ServeLoop loop(*s.engine, s.world.get(), s.tokenizer(), metrics, lo);
-  http->start(loop, s.tokenizer(), metrics, s.files.config);
-  fmt::print(stderr, "parafuse: serving {} on {}\n", model_name, http->url());
-  std::fflush(stderr);
-  loop.run();  // until SIGINT / SIGTERM
+  ServeLoop loop(*s.engine, s.world.get(), s.tokenizer(), *metrics, lo);
+  http->serve(loop, s.tokenizer());
+  loop.run([&] {  // until SIGINT / SIGTERM
+    fmt::print(stderr, "parafuse: serving {} on {}\n", model_name, http->url());
+    std::fflush(stderr);
+  });
   http->stop();
   spdlog::info("serve: stopped");
   return 0;

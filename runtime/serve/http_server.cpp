@@ -83,14 +83,16 @@ std::string new_id(const char* prefix) {
 }  // namespace
 
 struct HttpServer::Impl {
-  explicit Impl(const HttpServerOptions& o) : options(o) {}
+  Impl(const HttpServerOptions& o, Metrics& m, const ModelConfig& c)
+      : options(o), metrics(&m), model(c) {}
 
   HttpServerOptions options;
-  // Set by start().
-  ServeLoop* loop = nullptr;
-  const Tokenizer* tokenizer = nullptr;
-  Metrics* metrics = nullptr;
-  const ModelConfig* model = nullptr;
+  Metrics* metrics;
+  ModelConfig model;
+  // Set by serve(), the tokenizer first; the loop is null while the model loads.
+  std::atomic<const Tokenizer*> tokenizer{nullptr};
+  std::atomic<ServeLoop*> loop{nullptr};
+  std::atomic<bool> stop_requested{false};
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   net::signal_set signals{ioc};
@@ -135,6 +137,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       keep_alive_ = false;
       return send_error(read_error(ec, options()));
     }
+    // The idle limit was for reading this request; a generation may stream for longer. (Beast's
+    // deadline is absolute and taken by every later operation, so it is cleared here, before
+    // any write is posted.)
+    stream_.expires_never();
     http::request<http::string_body> request = parser_->release();
     keep_alive_ = request.keep_alive();
     version_ = request.version();
@@ -144,7 +150,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // While a generation runs, a read stays posted: EOF or a reset means the client left.
   void watch() {
     watching_ = true;
-    stream_.expires_never();
     stream_.async_read_some(buffer_.prepare(4096),
                             beast::bind_front_handler(&Connection::on_watch, shared_from_this()));
   }
@@ -158,7 +163,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     if (ec == net::error::operation_aborted && !generating_ && !gone_) return read_request();
     gone_ = true;
-    if (generating_) server_.loop->cancel(request_id_);
+    if (generating_) server_.loop.load()->cancel(request_id_);
   }
 
   // ---- routing ----------------------------------------------------------------------------
@@ -186,11 +191,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       switch (route->route) {
         case Route::Health: return send(http::status::ok, "application/json", "{}");
         case Route::Ready:
-          if (!server_.loop->ready())
-            throw ApiError(503,
-                           server_.loop->stopping() ? "the server is shutting down"
-                                                   : "the model is still loading",
-                           "", "not_ready");
+          ready_loop();
           return send(http::status::ok, "application/json", R"({"status":"ready"})");
         case Route::Metrics:
           return send(http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
@@ -211,6 +212,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return send_error(ApiError(500, fmt::format("internal error: {}", e.what()), "",
                                  "internal_error", "server_error"));
     }
+  }
+
+  // The step loop when it is running, else 503 saying why.
+  ServeLoop& ready_loop() const {
+    ServeLoop* loop = server_.loop.load();
+    if (!loop || !loop->ready())
+      throw ApiError(503,
+                     loop && loop->stopping() ? "the server is shutting down"
+                                              : "the model is still loading",
+                     "", "not_ready");
+    return *loop;
   }
 
   void check_key(const http::request<http::string_body>& request) {
@@ -236,27 +248,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
                   {"created", int64_t(std::time(nullptr))},
                   {"owned_by", "parafuse"},
                   {"root", options().model_name},
-                  {"max_model_len", server_.model->max_position_embeddings}};
+                  {"max_model_len", server_.model.max_position_embeddings}};
     return json{{"object", "list"}, {"data", json::array({model})}}.dump();
   }
 
   // ---- generation -------------------------------------------------------------------------
   void generate(http::request<http::string_body>& request, Endpoint endpoint) {
-    ServeLoop& loop = *server_.loop;
-    if (!loop.ready())
-      throw ApiError(503,
-                     loop.stopping() ? "the server is shutting down" : "the model is still loading",
-                     "", "not_ready");
+    ServeLoop& loop = ready_loop();
     ApiLimits limits;
     limits.max_json_depth = options().json_depth_limit;
-    limits.vocab_size = server_.model->vocab_size;
+    limits.vocab_size = server_.model.vocab_size;
     const GenerationRequest r = parse_generation_request(request.body(), endpoint, limits);
     if (!r.model.empty() && r.model != options().model_name)
       throw ApiError(404,
                      fmt::format("the model '{}' does not exist; this server serves '{}'", r.model,
                                  options().model_name),
                      "model", "model_not_found");
-    const Tokenizer& tok = *server_.tokenizer;
+    const Tokenizer& tok = *server_.tokenizer.load();
     ServeRequest s;
     if (endpoint == Endpoint::ChatCompletions) {
       s.prompt = tok.encode(tok.apply_chat_template(r.messages, true), true);
@@ -266,7 +274,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       s.prompt = r.prompt_ids;
     }
     const int64_t n_prompt = int64_t(s.prompt.size());
-    const int64_t context = server_.model->max_position_embeddings;
+    const int64_t context = server_.model.max_position_embeddings;
     const int64_t max_tokens =
         r.max_tokens ? *r.max_tokens
                      : std::min<int64_t>(options().default_max_tokens,
@@ -282,7 +290,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     s.sampling.seed = r.seed ? *r.seed : std::random_device{}() * 0x100000001ull;
     if (!r.ignore_eos) {
       s.stop_ids = tok.eos_ids();
-      for (int id : server_.model->eos_token_ids)
+      for (int id : server_.model.eos_token_ids)
         if (std::find(s.stop_ids.begin(), s.stop_ids.end(), id) == s.stop_ids.end())
           s.stop_ids.push_back(id);
     }
@@ -391,7 +399,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (ec) {
       out_.clear();
       gone_ = true;
-      if (generating_) server_.loop->cancel(request_id_);
+      if (generating_) server_.loop.load()->cancel(request_id_);
       return close();
     }
     if (!out_.empty()) return write_next();
@@ -455,8 +463,9 @@ void HttpServer::Impl::accept() {
   });
 }
 
-HttpServer::HttpServer(const HttpServerOptions& options)
-    : impl_(std::make_unique<Impl>(options)) {
+HttpServer::HttpServer(const HttpServerOptions& options, Metrics& metrics,
+                       const ModelConfig& model)
+    : impl_(std::make_unique<Impl>(options, metrics, model)) {
   Impl& s = *impl_;
   beast::error_code ec;
   const auto address = net::ip::make_address(s.options.host, ec);
@@ -469,27 +478,25 @@ HttpServer::HttpServer(const HttpServerOptions& options)
   if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
   PF_CHECK(!ec, "cannot listen on {}:{}: {}", s.options.host, s.options.port, ec.message());
   s.port = s.acceptor.local_endpoint().port();
-}
-
-HttpServer::~HttpServer() { stop(0); }
-
-void HttpServer::start(ServeLoop& loop, const Tokenizer& tokenizer, Metrics& metrics,
-                       const ModelConfig& model) {
-  Impl& s = *impl_;
-  s.loop = &loop;
-  s.tokenizer = &tokenizer;
-  s.metrics = &metrics;
-  s.model = &model;
   s.signals.add(SIGINT);
   s.signals.add(SIGTERM);
   s.signals.async_wait([&s](beast::error_code e, int signal) {
     if (e) return;
     spdlog::info("serve: signal {}: finishing", signal);
-    s.loop->stop();
+    s.stop_requested = true;
+    if (ServeLoop* loop = s.loop.load()) loop->stop();
   });
   s.accept();
   for (int i = 0; i < std::max(1, s.options.threads); ++i)
     s.threads.emplace_back([&s] { s.ioc.run(); });
+}
+
+HttpServer::~HttpServer() { stop(0); }
+
+void HttpServer::serve(ServeLoop& loop, const Tokenizer& tokenizer) {
+  impl_->tokenizer = &tokenizer;
+  impl_->loop = &loop;
+  if (impl_->stop_requested) loop.stop();  // Ctrl-C while the model loaded
 }
 
 int HttpServer::port() const { return impl_->port; }

@@ -41,17 +41,18 @@ struct HttpServerOptions {
 
 class HttpServer {
  public:
-  // Binds and listens (so a taken port is an error during setup); throws parafuse::Error
-  // naming the address when it cannot. Connections wait until start().
-  explicit HttpServer(const HttpServerOptions& options);
+  // Binds, listens and starts answering at once (so a taken port is an error during setup,
+  // and /health answers while the model loads); throws parafuse::Error naming the address
+  // when it cannot. Until serve() the model-facing endpoints answer 503 "still loading".
+  // `metrics` outlives the server. SIGINT and SIGTERM stop the ServeLoop (once attached).
+  HttpServer(const HttpServerOptions& options, Metrics& metrics, const ModelConfig& model);
   ~HttpServer();  // stop()
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Starts the threads. SIGINT and SIGTERM then call ServeLoop::stop(). The arguments outlive
-  // the server (stop() first).
-  void start(ServeLoop& loop, const Tokenizer& tokenizer, Metrics& metrics,
-             const ModelConfig& model);
+  // Attaches the step loop and the tokenizer requests are encoded with (both outlive the
+  // server): generation requests go to the loop from now on.
+  void serve(ServeLoop& loop, const Tokenizer& tokenizer);
   int port() const;
   std::string url() const;  // http://host:port
   // Lets in-flight answers finish writing (at most `grace_seconds`), then closes everything.

@@ -132,10 +132,11 @@ void ServeLoop::take_submissions() {
     for (auto& [id, a] : active_) scheduler_.cancel(id);
 }
 
-void ServeLoop::run() {
+void ServeLoop::run(const std::function<void()>& on_ready) {
   engine_.reset_stats();
   share_kv_usage();  // every rank is in its loop: ready
   ready_ = !stopping_;
+  if (ready_ && on_ready) on_ready();
   spdlog::debug("serve: step loop running");
   while (true) {
     take_submissions();

@@ -79,8 +79,9 @@ class ServeLoop {
   bool stopping() const { return stopping_; }
 
   // --- world rank 0's main thread ---
-  // Runs until stop(); sends the shutdown plan to every rank before it returns.
-  void run();
+  // Runs until stop(); sends the shutdown plan to every rank before it returns. `on_ready` is
+  // called once every rank is in its loop and requests are taken.
+  void run(const std::function<void()>& on_ready = {});
 
  private:
   struct Active {
