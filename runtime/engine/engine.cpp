@@ -184,6 +184,27 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
     }
     mb.row_end = int64_t(ids.size());
   }
+  const bool graph = graph_eligible(steps, micro.size());
+  const int64_t n_real_logits = n_logits;
+  if (graph || (options_.pad_decode_batches && local_decode(steps, micro.size()))) {
+    // Padding rows: token 0 at position 0 of its own empty sequence, its one key in the cache's
+    // padding page; their logits are computed and dropped.
+    MicroBatch& mb = micro[0];
+    for (int64_t row = int64_t(ids.size()); row < decode_batch_bucket(int64_t(steps.size()));
+         ++row) {
+      AttentionSeq a;
+      a.q_begin = row;
+      a.n_new = 1;
+      a.n_past = 0;
+      a.block_table = kv_cache_->padding_block_table();
+      mb.attention.seqs.push_back(a);
+      mb.logit_rows.push_back(row);
+      ++n_logits;
+      ids.push_back(0);
+      positions.push_back(0);
+    }
+    mb.row_end = int64_t(ids.size());
+  }
   const int64_t m = int64_t(ids.size()), H = config_.hidden_size, V = config_.vocab_size;
   const DType act = backend_.activation_dtype();
   const uint64_t step_tag = (forward_counter_++ % (uint64_t(1) << 40)) << 8;
@@ -231,7 +252,7 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
       backend_.gemm(normed, lm_head_, logits_local.rows_view(mb.logit_begin, mb.logit_begin + r));
     }
   };
-  if (graph_eligible(steps, micro.size())) {
+  if (graph) {
     // Inputs are uploaded; stage the attention metadata, then run the batch size eagerly once
     // (it sizes every scratch buffer), and record / replay it from then on. Any buffer that
     // moved since the recordings were made invalidates them all.
@@ -241,7 +262,7 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
       graph_warm_.clear();
       graph_version_ = version;
     }
-    backend_.prepare_attention(micro[0].attention, kv_cache_->capacity_tokens());
+    backend_.prepare_attention(micro[0].attention, kv_cache_->slot_count());
     if (graph_warm_.count(m) == 0) {
       device_step();
       if (scratch_version_ + stage_->version() == graph_version_) graph_warm_.insert(m);
@@ -258,7 +279,7 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
   Tensor logits;
   if (is_last_stage()) {
     if (shard_.size == 1) {
-      logits = logits_local;
+      logits = logits_local.rows_view(0, n_real_logits);  // without padding rows
     } else {
       // Vocab-parallel head: rank k holds columns [k*chunk, (k+1)*chunk); gather and interleave.
       const int tp = shard_.size;
@@ -273,7 +294,7 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
       }
     }
   }
-  last_logit_rows_ = n_logits;
+  last_logit_rows_ = n_real_logits;
   stats_.forwards += 1;
   stats_.tokens += m;
   stats_.seconds += now_seconds() - t_start;
@@ -286,13 +307,22 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
   return logits;
 }
 
-bool Engine::graph_eligible(std::span<const SeqTokens> steps, size_t n_micro) const {
-  if (!options_.graphs || !backend_.records_graphs()) return false;
+int64_t decode_batch_bucket(int64_t m) {
+  if (m <= 2) return m;
+  if (m <= 4) return 4;
+  return (m + 7) / 8 * 8;
+}
+
+bool Engine::local_decode(std::span<const SeqTokens> steps, size_t n_micro) const {
   // Collectives and transports wait on the host; a recorded step must not.
   if (plan_.size() != 1 || shard_.size != 1 || n_micro != 1 || stage_->has_observer()) return false;
   for (const SeqTokens& s : steps)
     if (s.tokens.size() != 1 || s.all_logits) return false;
   return true;
+}
+
+bool Engine::graph_eligible(std::span<const SeqTokens> steps, size_t n_micro) const {
+  return options_.graphs && backend_.records_graphs() && local_decode(steps, n_micro);
 }
 
 std::vector<float> Engine::to_host(const Tensor& t) {

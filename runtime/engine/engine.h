@@ -33,9 +33,18 @@ struct EngineOptions {
   int64_t max_batch_tokens = 512;  // rows per forward; longer prompts are chunked by callers
   // Replay decode steps (one new token per sequence) as recorded graphs where the backend
   // records them (CUDA) and the step is local: tp = 1, pp = 1, no observer. A batch size is
-  // run eagerly once, then recorded, then replayed.
+  // run eagerly once, then recorded, then replayed. Such decode batches are padded to
+  // decode_batch_bucket() rows, so a continuous batch whose size changes every step replays
+  // a few recordings instead of recording every size.
   bool graphs = true;
+  // Pad decode steps to their bucket even where no graph is recorded (tests check on the CPU
+  // that padding rows change no real row).
+  bool pad_decode_batches = false;
 };
+
+// Rows a decode batch of `m` sequences is padded to: 1, 2, 4, then multiples of 8 (vLLM's
+// CUDA-graph capture sizes).
+int64_t decode_batch_bucket(int64_t m);
 
 // How this rank takes part in a TP x PP job; all null for a single rank.
 struct ParallelContext {
@@ -101,7 +110,10 @@ class Engine {
 
  private:
   Tensor scratch(int slot, DType dtype, int64_t rows, int64_t cols);
-  // Whether this step may run as a recorded graph (see EngineOptions::graphs).
+  // Whether this step is a plain decode batch (one token per sequence, one stage, one TP rank,
+  // one micro-batch, no observer): one that may be padded and run as a recorded graph.
+  bool local_decode(std::span<const SeqTokens> steps, size_t n_micro) const;
+  // Whether it runs as a recorded graph (see EngineOptions::graphs).
   bool graph_eligible(std::span<const SeqTokens> steps, size_t n_micro) const;
   Tensor load_rows(const WeightSource& w, const std::string& name, int64_t row_begin,
                    int64_t row_end, int64_t padded_rows, size_t& done, size_t total,

@@ -6,10 +6,12 @@ namespace parafuse {
 
 PagedKvCache::PagedKvCache(Backend& backend, const std::vector<int64_t>& kv_widths,
                            int64_t max_tokens, int64_t page_size)
-    : page_size_(page_size), n_pages_((max_tokens + page_size - 1) / page_size) {
+    : page_size_(page_size),
+      n_pages_((max_tokens + page_size - 1) / page_size),
+      padding_page_(int32_t(n_pages_)) {
   PF_CHECK(page_size > 0 && max_tokens > 0, "KV cache needs positive sizes (tokens {}, page {})",
            max_tokens, page_size);
-  const int64_t slots = n_pages_ * page_size_;
+  const int64_t slots = slot_count();
   for (int64_t width : kv_widths) {
     for (auto* pool : {&keys_, &values_}) {
       buffers_.emplace_back();

@@ -22,6 +22,10 @@ class PagedKvCache {
   int64_t capacity_tokens() const { return n_pages_ * page_size_; }
   int64_t pages() const { return n_pages_; }
   int64_t used_pages() const { return n_pages_ - int64_t(free_pages_.size()); }
+  // Rows of each pool: the pages plus one padding page no sequence ever gets. A padding row of
+  // a decode batch (Engine, graph batch buckets) writes and reads its one key there.
+  int64_t slot_count() const { return (n_pages_ + 1) * page_size_; }
+  const int32_t* padding_block_table() const { return &padding_page_; }
   size_t bytes() const;
 
   // Sequences are named by the caller's id. add() starts an empty one.
@@ -45,6 +49,7 @@ class PagedKvCache {
   };
   int64_t page_size_;
   int64_t n_pages_;
+  int32_t padding_page_;  // == n_pages_
   std::vector<Buffer> buffers_;
   std::vector<Tensor> keys_;
   std::vector<Tensor> values_;

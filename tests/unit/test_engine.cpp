@@ -105,6 +105,43 @@ TEST(Engine, BatchOfTwoSequencesEqualsEachAlone) {
             1e-4);
 }
 
+// Decode batches padded to their graph bucket (what CUDA graphs replay) give every real row
+// the logits it gets unpadded, and the padding touches no real sequence's cache.
+TEST(Engine, PaddedDecodeBatchEqualsUnpadded) {
+  EXPECT_EQ(decode_batch_bucket(1), 1);
+  EXPECT_EQ(decode_batch_bucket(3), 4);
+  EXPECT_EQ(decode_batch_bucket(5), 8);
+  EXPECT_EQ(decode_batch_bucket(33), 40);
+  ModelFiles m = open_model("synthetic:" + kTinyNas);
+  auto backend = make_cpu_backend(1);
+  auto decode_logits = [&](bool pad, int n_seqs) {
+    EngineOptions eo;
+    eo.kv_cache_tokens = 256;
+    eo.page_size = 4;
+    eo.pad_decode_batches = pad;
+    Engine e(m.config, *m.weights, *backend, eo);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<SeqTokens> prefill, decode;
+    const std::vector<int32_t> next = {3, 1, 4, 1, 5};
+    for (int i = 0; i < n_seqs; ++i) prompts.push_back(test_tokens(3 + 2 * i, 256, i));
+    for (int i = 0; i < n_seqs; ++i) {
+      e.add_sequence(i);
+      prefill.push_back({i, prompts[size_t(i)], false});
+      decode.push_back({i, {&next[size_t(i)], 1}, false});
+    }
+    e.forward(prefill);
+    std::vector<float> out = e.to_host(e.forward(decode));
+    for (int i = 0; i < n_seqs; ++i)
+      EXPECT_EQ(e.sequence_length(i), int64_t(prompts[size_t(i)].size()) + 1);
+    return out;
+  };
+  for (int n : {3, 5}) {
+    const auto padded = decode_logits(true, n), plain = decode_logits(false, n);
+    EXPECT_EQ(padded.size(), size_t(n) * 256) << "padding rows must not be returned";
+    EXPECT_LT(max_rel_diff(padded, plain), 1e-4) << n << " sequences";
+  }
+}
+
 TEST(Engine, KvCacheFullIsAClearError) {
   ModelFiles m = open_model("synthetic:" + kTinyLlama);
   auto backend = make_cpu_backend(1);
