@@ -267,7 +267,7 @@ GenerationRequest parse_generation_request(std::string_view text, Endpoint endpo
   json body;
   try {
     body = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e400
     // nlohmann's message names the byte; drop its "[json.exception.parse_error.101]" prefix.
     std::string what = e.what();
     if (const size_t at = what.find("] "); at != std::string::npos) what = what.substr(at + 2);

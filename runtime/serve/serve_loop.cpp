@@ -172,7 +172,9 @@ void ServeLoop::run_plan(StepPlan& plan) {
   int64_t prompt_tokens = 0, generated = 0;
   for (const TokenEvent& e : events) {
     auto it = active_.find(e.request);
-    if (it != active_.end() && !it->second.prompt_counted) {  // its prefill is done
+    // Its prefill is done (a request cancelled while it waited was never prefilled).
+    if (it != active_.end() && !it->second.prompt_counted &&
+        e.finished != FinishReason::Cancelled) {
       prompt_tokens += e.prompt_tokens;
       it->second.prompt_counted = true;
     }

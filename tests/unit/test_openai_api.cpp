@@ -50,6 +50,7 @@ INSTANTIATE_TEST_SUITE_P(
     Fields, BadRequest,
     ::testing::Values(
         BadCase{"not_json", kC, "{\"prompt\": ", "", "not valid JSON"},
+        BadCase{"number_overflow", kC, R"({"prompt": [1, 2e4444]})", "", "not valid JSON"},
         BadCase{"not_an_object", kC, "[1, 2]", "", "must be a JSON object"},
         BadCase{"deep_nesting", kC, std::string(10000, '[') + std::string(10000, ']'), "",
                 "nests deeper than 64"},
