@@ -49,6 +49,7 @@ Command add_plan_command(CLI::App& app);      // cmd_plan.cpp (FFN Fusion)
 Command add_fuse_command(CLI::App& app);      // cmd_fuse.cpp (FFN Fusion)
 Command add_bench_command(CLI::App& app);     // cmd_bench.cpp
 Command add_serve_command(CLI::App& app);     // cmd_serve.cpp
+Command add_predict_command(CLI::App& app);   // cmd_predict.cpp
 // cmd_bench_serve.cpp: `bench serve`, a subcommand of `bench` (add_bench_command adds it)
 Command add_bench_serve_command(CLI::App& bench);
 

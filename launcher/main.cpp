@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
       {"generate", add_generate_command(app)}, {"eval-ppl", add_eval_ppl_command(app)},
       {"analyze", add_analyze_command(app)},   {"plan", add_plan_command(app)},
       {"fuse", add_fuse_command(app)},         {"bench", add_bench_command(app)},
-      {"serve", add_serve_command(app)},
+      {"serve", add_serve_command(app)},         {"predict", add_predict_command(app)},
   };
   std::vector<std::string> names;
   for (const auto& [name, run] : commands) names.push_back(name);

@@ -69,9 +69,9 @@ TEST(Cli, UnknownCommandIsNamed) {
                      "unknown command 'evalppl'; did you mean 'eval-ppl'? (parafuse --help lists "
                      "them)");
   expect_usage_error("train", "unknown command 'train'; the commands are generate, eval-ppl, "
-                              "analyze, plan, fuse, bench, serve");
+                              "analyze, plan, fuse, bench, serve, predict");
   expect_usage_error("", "no command given; the commands are generate, eval-ppl, analyze, plan, "
-                         "fuse, bench, serve (parafuse --help)");
+                         "fuse, bench, serve, predict (parafuse --help)");
 }
 
 // `fuse --bench` loads the fused checkpoint back onto the session's backend and times both

@@ -1,0 +1,196 @@
+#include "launcher/calibrate.h"
+
+#include <mpi.h>
+#include <unistd.h>  // gethostname, sysconf
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <numeric>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "kernels/backend_registry.h"
+#include "kernels/core/error.h"
+#include "launcher/commands.h"
+#include "parallel/mpi_comm.h"
+
+namespace parafuse {
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Streaming read of 256 MiB: what a decode step does to its weights.
+double read_bandwidth_gbs() {
+  std::vector<float> data(size_t(64) << 20, 1.0f);
+  double best = 1e30;
+  volatile float sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = now();
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 3 < data.size(); i += 4) {
+      s0 += data[i];
+      s1 += data[i + 1];
+      s2 += data[i + 2];
+      s3 += data[i + 3];
+    }
+    sink = sink + s0 + s1 + s2 + s3;
+    best = std::min(best, now() - t0);
+  }
+  return double(data.size() * sizeof(float)) / best / 1e9;
+}
+
+struct GemmRates {
+  double tflops = 0;
+  double launch_us = 0;
+};
+
+GemmRates measure_backend(const std::string& backend_name) {
+  BackendOptions options;
+  options.threads = 1;
+  std::unique_ptr<Backend> backend = make_backend(backend_name, options);
+  // A decode-like GEMM: 32 rows through a 576 x 1536 weight (SmolLM2's FFN shape).
+  constexpr int64_t M = 32, K = 576, N = 1536;
+  Buffer xb, wb, yb, nb, rb;
+  const Tensor x = backend->alloc_tensor(xb, DType::F32, M, K);
+  const Tensor w = backend->alloc_tensor(wb, DType::F32, N, K);
+  const Tensor y = backend->alloc_tensor(yb, DType::F32, M, N);
+  std::vector<float> host(size_t(N * K), 0.01f);
+  backend->upload_f32(host.data(), w);
+  backend->upload_f32(host.data(), x);
+  GemmRates r;
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = now();
+    for (int i = 0; i < 20; ++i) backend->gemm(x, w, y);
+    backend->synchronize();
+    best = std::min(best, (now() - t0) / 20);
+  }
+  r.tflops = 2.0 * M * N * K / best / 1e12;
+  // The fixed cost of an op: RMSNorm of one row.
+  const Tensor row = backend->alloc_tensor(nb, DType::F32, 1, K);
+  const Tensor out = backend->alloc_tensor(rb, DType::F32, 1, K);
+  backend->upload_f32(host.data(), row);
+  std::vector<double> times;
+  for (int rep = 0; rep < 2000; ++rep) {
+    const double t0 = now();
+    backend->rmsnorm(row, Tensor{}, 1e-5f, out);
+    backend->synchronize();
+    times.push_back(now() - t0);
+  }
+  std::nth_element(times.begin(), times.begin() + long(times.size() / 2), times.end());
+  r.launch_us = times[times.size() / 2] * 1e6;
+  return r;
+}
+
+double median_all_reduce_seconds(MpiCollectives& world, size_t floats, int reps) {
+  std::vector<float> v(floats, 1.0f);
+  const Tensor t{v.data(), DType::F32, 1, int64_t(floats), int64_t(floats)};
+  for (int i = 0; i < 5; ++i) world.all_reduce_sum(t);
+  std::vector<double> times;
+  for (int i = 0; i < reps; ++i) {
+    world.barrier();
+    const double t0 = now();
+    world.all_reduce_sum(t);
+    times.push_back(now() - t0);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+double mean_over_ranks(MPI_Comm comm, double value, int size) {
+  double sum = 0;
+  PF_MPI_CHECK(MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, comm));
+  return sum / size;
+}
+
+double host_memory_gib() {
+  const double pages = double(sysconf(_SC_PHYS_PAGES)), page = double(sysconf(_SC_PAGE_SIZE));
+  return pages * page / (1024.0 * 1024.0 * 1024.0);
+}
+
+}  // namespace
+
+ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& options) {
+  const int rank = launch.mpi ? launch.mpi->rank() : 0;
+  const int size = launch.mpi ? launch.mpi->size() : 1;
+  std::unique_ptr<MpiCollectives> world;
+  if (launch.mpi) {
+    std::vector<int> ranks(static_cast<size_t>(size));
+    std::iota(ranks.begin(), ranks.end(), 0);
+    world =
+        std::make_unique<MpiCollectives>(MPI_COMM_WORLD, "world", ranks, std::chrono::seconds(120));
+    world->barrier();
+  }
+  auto say = [&](const std::string& line) {
+    if (rank == 0 && !options.quiet) fmt::print(stderr, "calibrate: {}\n", line);
+  };
+  say(fmt::format("measuring {} rank(s) at once", size));
+  double bandwidth = read_bandwidth_gbs();
+  if (world) world->barrier();
+  GemmRates gemm = measure_backend(options.backend);
+  if (world) {
+    bandwidth = mean_over_ranks(MPI_COMM_WORLD, bandwidth, size);
+    gemm.tflops = mean_over_ranks(MPI_COMM_WORLD, gemm.tflops, size);
+    gemm.launch_us = mean_over_ranks(MPI_COMM_WORLD, gemm.launch_us, size);
+  }
+  say(
+      fmt::format("read bandwidth {:.2f} GB/s per rank, GEMM {:.1f} GFLOP/s per rank, {:.2f} us "
+                  "per op",
+                  bandwidth, gemm.tflops * 1e3, gemm.launch_us));
+
+  ClusterSpec spec;
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  spec.name = fmt::format("{} ({} rank{}, calibrated)", host, size, size > 1 ? "s" : "");
+  spec.nodes = 1;
+  spec.devices_per_node = size;
+  spec.device_name = fmt::format("{} backend rank, 1 thread", options.backend);
+  spec.memory_gib = host_memory_gib() / size;
+  spec.memory_bandwidth_gbs = bandwidth;
+  spec.gemm_tflops_f32 = gemm.tflops;
+  spec.kernel_launch_us = gemm.launch_us;
+  // Without measured all-reduces (one rank) the NCCL-model keys still need values; they are
+  // unused at tp 1. With several ranks the measured entry is what the predictor uses.
+  spec.intra_allreduce_busbw_gbs = bandwidth;
+  spec.intra_p2p_bandwidth_gbs = bandwidth;
+  if (world && size > 1) {
+    const double latency = median_all_reduce_seconds(*world, 2, 2000);
+    constexpr size_t kBig = size_t(1) << 20;  // 4 MiB of floats
+    const double big = median_all_reduce_seconds(*world, kBig, 20);
+    const double traffic = double(kBig * sizeof(float)) * 2.0 * (size - 1) / size;
+    const double busbw = traffic / std::max(big - latency, 1e-9) / 1e9;
+    spec.allreduce_measured.push_back({size, latency * 1e6, busbw});
+    spec.intra_allreduce_busbw_gbs = busbw;
+    spec.intra_allreduce_base_latency_us = latency * 1e6;
+    spec.intra_p2p_latency_us = latency * 1e6;
+    say(fmt::format("all-reduce over {} ranks: {:.1f} us latency, {:.2f} GB/s bus bandwidth", size,
+                    latency * 1e6, busbw));
+  }
+  if (rank == 0 && !options.out_path.empty()) {
+    const std::string header = fmt::format(
+        "Written by `parafuse predict --calibrate` on {} with {} rank(s): measurements of this "
+        "machine, not datasheet numbers (launcher/calibrate.h says how each is measured).",
+        host, size);
+    const std::string device_source = fmt::format(
+        "measured: streaming read of 256 MiB (best of 5), {} backend GEMM 32x576x1536 (best of "
+        "5), median RMSNorm of one row as the per-op cost; mean over {} concurrent rank(s); "
+        "memory_gib = host memory / ranks",
+        options.backend, size);
+    const std::string intra_source =
+        size > 1 ? "measured: median of parafuse's MPI all-reduce, 8 bytes (latency) and 4 MiB "
+                   "(busbw = bytes * 2(p-1)/p / (time - latency)); p2p uses the same latency"
+                 : "one rank: no collective measured; the bandwidths repeat the memory "
+                   "bandwidth and the latencies are 0 (unused at tp 1)";
+    std::ofstream out(options.out_path);
+    out << to_cluster_yaml(spec, header, device_source, intra_source);
+    PF_CHECK(out.good(), "cannot write --out file '{}'", options.out_path);
+    say(fmt::format("wrote {}", options.out_path));
+  }
+  return spec;
+}
+
+}  // namespace parafuse

@@ -1,0 +1,31 @@
+// `parafuse predict --calibrate`: measures this machine the way the predictor models a device
+// and writes a cluster YAML (runtime/predict/cluster.h) that `predict --cluster` reads back.
+// Every rank of an mpirun job measures at the same time, so ranks sharing cores or memory
+// channels see the contention a run of that many ranks sees; the file is for that rank count.
+//   memory bandwidth   a streaming read (sum) of a 256 MiB buffer, best of 5, mean over ranks
+//   GEMM rate          the backend's GEMM (cpu: OpenBLAS, one thread per rank) at a decode-like
+//                      shape, best of 5, mean over ranks
+//   kernel launch      the time of a tiny op (RMSNorm of one 576-wide row): the fixed cost of
+//                      one op of a decode step
+//   all-reduce         parafuse's own MPI collectives: median time of an 8-byte all-reduce
+//                      (latency) and of a 4 MiB one (bus bandwidth, nccl-tests' definition)
+#pragma once
+
+#include <string>
+
+#include "runtime/predict/cluster.h"
+
+namespace parafuse {
+
+struct LaunchContext;
+
+struct CalibrateOptions {
+  std::string backend = "cpu";
+  std::string out_path;  // written by rank 0
+  bool quiet = false;
+};
+
+// Measures, writes `out_path` on rank 0 and returns the spec (every rank).
+ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& options);
+
+}  // namespace parafuse
