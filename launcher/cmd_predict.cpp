@@ -5,6 +5,7 @@
 // every constant it used with its source, so a reader can check each one.
 // `--calibrate` measures this machine instead (launcher/calibrate.h) and writes a cluster YAML.
 // No model is loaded and no rank runs a forward: it needs no GPU and no weights.
+#include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -19,6 +20,7 @@
 #include "parallel/mpi_comm.h"
 #include "runtime/fusion/fuse.h"
 #include "runtime/fusion/fusion_plan.h"
+#include "runtime/model/gguf.h"  // config_from_gguf
 #include "runtime/model/model_config.h"
 #include "runtime/predict/perf_model.h"
 
@@ -42,6 +44,14 @@ struct PredictArgs {
   std::string backend = "cpu";
   bool quiet = false;
 };
+
+// A config.json, an HF folder (its config.json) or a .gguf (its metadata): no weights are read.
+ModelConfig load_model_config(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.size() > 5 && path.ends_with(".gguf")) return config_from_gguf(GgufFile(path));
+  if (fs::is_directory(path)) return load_hf_config((fs::path(path) / "config.json").string());
+  return load_hf_config(path);
+}
 
 void print_constants(const ClusterSpec& cluster) {
   fmt::print("constants ({}):\n", cluster.origin);
@@ -73,7 +83,7 @@ int run_predict(PredictArgs& a, LaunchContext& launch) {
   try {
     PF_CHECK(!a.model_path.empty(), "--model CONFIG.json is required (or --calibrate)");
     PF_CHECK(!a.cluster_path.empty(), "--cluster CLUSTER.yaml is required (or --calibrate)");
-    model = load_hf_config(a.model_path);
+    model = load_model_config(a.model_path);
     if (!a.fusion_plan.empty()) model = fused_config(model, load_fusion_plan(a.fusion_plan));
     cluster = load_cluster(a.cluster_path);
     dtype = parse_predict_dtype(a.dtype);
@@ -206,7 +216,9 @@ Command add_predict_command(CLI::App& app) {
       "predict",
       "Predict memory, step time and tokens/s of a model on a cluster for every TP x PP layout "
       "(analytic; no GPU, no weights), or --calibrate this machine into a cluster file");
-  cmd->add_option("-m,--model", a->model_path, "Model config (HF config.json, block_configs)");
+  cmd->add_option("-m,--model", a->model_path,
+                  "Model config: an HF config.json (block_configs too), an HF folder or a .gguf "
+                  "(metadata only; no weights are read)");
   cmd->add_option("--cluster", a->cluster_path, "Cluster YAML (configs/clusters/)");
   cmd->add_option("--tp", a->tp, "Tensor-parallel size (default: every layout that fits)")
       ->check(int_flag(kPositiveInt));

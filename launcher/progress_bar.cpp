@@ -32,8 +32,7 @@ void ProgressBar::update(size_t done, size_t total) {
     std::string bar(size_t(fill), '=');
     if (fill < kWidth) bar += '>';
     bar.resize(kWidth, ' ');
-    fmt::print(stderr, "\r{} [{}] {:5.1f}% {:>12} {:5.1f}s", label_, bar, frac * 100, amount,
-               secs);
+    fmt::print(stderr, "\r{} [{}] {:5.1f}% {:>12} {:5.1f}s", label_, bar, frac * 100, amount, secs);
   } else {
     const int quarter = int(frac * 4);
     if (quarter == last_quarter_) return;
@@ -41,6 +40,13 @@ void ProgressBar::update(size_t done, size_t total) {
     fmt::print(stderr, "{}: {:3.0f}% ({}, {:.1f}s)\n", label_, frac * 100, amount, secs);
   }
   std::fflush(stderr);
+}
+
+void ProgressBar::clear() {
+  if (!enabled_ || finished_ || !tty_ || last_permille_ < 0) return;
+  fmt::print(stderr, "\r\033[K");
+  std::fflush(stderr);
+  last_permille_ = -1;
 }
 
 void ProgressBar::finish() {

@@ -17,6 +17,8 @@ class ProgressBar {
  public:
   explicit ProgressBar(std::string label, bool enabled = true, ProgressUnit unit = {});
   void update(size_t done, size_t total);
+  // On a terminal, erases the bar so a line can be printed; the next update() redraws it.
+  void clear();
   void finish();
 
  private:

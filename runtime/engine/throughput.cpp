@@ -9,8 +9,7 @@ namespace parafuse {
 namespace {
 
 double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -20,7 +19,8 @@ ThroughputResult measure_throughput(Engine& engine, int batch, int prompt_tokens
   PF_CHECK(batch >= 1 && prompt_tokens >= 1 && decode_steps >= 1,
            "throughput needs batch, prompt and steps >= 1 (got {}, {}, {})", batch, prompt_tokens,
            decode_steps);
-  const int64_t needed = int64_t(batch) * (prompt_tokens + decode_steps + engine.options().page_size);
+  const int64_t needed =
+      int64_t(batch) * (prompt_tokens + decode_steps + engine.options().page_size);
   PF_CHECK(needed <= engine.kv_cache().capacity_tokens(),
            "batch {} x {} tokens needs a KV cache of {} tokens, it holds {} (--kv-cache-tokens)",
            batch, prompt_tokens + decode_steps, needed, engine.kv_cache().capacity_tokens());
@@ -41,10 +41,15 @@ ThroughputResult measure_throughput(Engine& engine, int batch, int prompt_tokens
   double t0 = now();
   const int64_t max_rows = engine.options().max_batch_tokens;
   std::vector<SeqTokens> steps;
+  std::vector<int> finishing;  // sequences whose last prompt chunk is in `steps`
+  r.first_token_seconds.assign(static_cast<size_t>(batch), 0.0);
   int64_t rows = 0;
   auto flush = [&] {
     if (steps.empty()) return;
     engine.forward(steps);
+    engine.backend().synchronize();
+    for (int b : finishing) r.first_token_seconds[size_t(b)] = now() - t0;
+    finishing.clear();
     steps.clear();
     rows = 0;
   };
@@ -52,9 +57,12 @@ ThroughputResult measure_throughput(Engine& engine, int batch, int prompt_tokens
     for (int begin = 0; begin < prompt_tokens;) {
       const int n = int(std::min<int64_t>(prompt_tokens - begin, max_rows));
       if (rows + n > max_rows) flush();
-      steps.push_back({kFirstSeq + b, std::span<const int32_t>(prompts[size_t(b)]).subspan(size_t(begin), size_t(n)), false});
+      steps.push_back(
+          {kFirstSeq + b,
+           std::span<const int32_t>(prompts[size_t(b)]).subspan(size_t(begin), size_t(n)), false});
       rows += n;
       begin += n;
+      if (begin == prompt_tokens) finishing.push_back(b);
     }
   }
   flush();
@@ -76,6 +84,7 @@ ThroughputResult measure_throughput(Engine& engine, int batch, int prompt_tokens
     next = engine.sample(logits, greedy);
     step_seconds.push_back(now() - t0);
   }
+  r.step_seconds = step_seconds;
   std::sort(step_seconds.begin(), step_seconds.end());
   r.decode_step_seconds = step_seconds[step_seconds.size() / 2];
   r.decode_tokens_per_second = batch / r.decode_step_seconds;
@@ -83,9 +92,9 @@ ThroughputResult measure_throughput(Engine& engine, int batch, int prompt_tokens
   r.all_reduces_per_step = double(st.tp_all_reduces) / decode_steps;
   r.collective_seconds_per_step = st.collective_seconds / decode_steps;
   r.transport_seconds_per_step = st.transport_seconds / decode_steps;
-  r.compute_seconds_per_step = std::max(0.0, st.seconds / decode_steps -
-                                                 r.collective_seconds_per_step -
-                                                 r.transport_seconds_per_step);
+  r.compute_seconds_per_step =
+      std::max(0.0, st.seconds / decode_steps - r.collective_seconds_per_step -
+                        r.transport_seconds_per_step);
   for (int b = 0; b < batch; ++b) engine.remove_sequence(kFirstSeq + b);
   return r;
 }

@@ -1,7 +1,7 @@
 // The `parafuse` binary as a user meets it: help, clear one-line errors with exit code 1, and
 // the embedded model answering a chat prompt.
-#include <gtest/gtest.h>
 #include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
@@ -57,7 +57,8 @@ TEST(Cli, BadFlagValuesSayTheAllowedRangeInWords) {
   expect_usage_error("eval-ppl " + model + " --text /etc/hostname --tp 0",
                      "--tp must be at least 1, got '0' (parafuse eval-ppl --help)");
   expect_usage_error("generate " + model + " -p hi --backend cpuu",
-                     "--backend must be one of " + fmt::format("{}", fmt::join(parafuse::backend_names(), ", ")) +
+                     "--backend must be one of " +
+                         fmt::format("{}", fmt::join(parafuse::backend_names(), ", ")) +
                          ", got 'cpuu' (did you mean 'cpu'?) (parafuse generate --help)");
 }
 
@@ -68,10 +69,12 @@ TEST(Cli, UnknownCommandIsNamed) {
   expect_usage_error("--log-level debug evalppl",
                      "unknown command 'evalppl'; did you mean 'eval-ppl'? (parafuse --help lists "
                      "them)");
-  expect_usage_error("train", "unknown command 'train'; the commands are generate, eval-ppl, "
-                              "analyze, plan, fuse, bench, serve, predict");
-  expect_usage_error("", "no command given; the commands are generate, eval-ppl, analyze, plan, "
-                         "fuse, bench, serve, predict (parafuse --help)");
+  expect_usage_error("train",
+                     "unknown command 'train'; the commands are generate, eval-ppl, "
+                     "analyze, plan, fuse, bench, serve, predict");
+  expect_usage_error("",
+                     "no command given; the commands are generate, eval-ppl, analyze, plan, "
+                     "fuse, bench, serve, predict (parafuse --help)");
 }
 
 // `fuse --bench` loads the fused checkpoint back onto the session's backend and times both
@@ -93,6 +96,37 @@ TEST(Cli, FuseBenchTimesBothModelsOnTheSameBackend) {
   fs::remove_all(dir);
 }
 
+// `bench` sweeps batch x input length x output length: a row per point, the overview, and CSV
+// and JSON with the per-point metrics bench/plot_sweep.py and users read.
+TEST(Cli, BenchSweepWritesCsvJsonAndOverview) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("pf_cli_bench_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string csv = (dir / "s.csv").string(), json = (dir / "s.json").string();
+  const CliResult r = run_cli("bench -q --threads 1 -m synthetic:" + kTinyLlama +
+                              " --max-batch 2 --input-len 4,8 --output-len 3 --label tiny --csv " +
+                              csv + " --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("= PERFORMANCE OVERVIEW"));
+  EXPECT_THAT(r.out, HasSubstr("Per User Output Throughput (tokens/sec/user):"));
+  EXPECT_THAT(r.out, HasSubstr("[TPOT] Time Per Output Token (ms): avg"));
+  std::ifstream in(csv);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 5u);  // header + batch {1, 2} x input {4, 8}
+  EXPECT_THAT(lines[0], HasSubstr("batch,input_len,output_len,output_tokens_per_s"));
+  EXPECT_THAT(lines[0], HasSubstr("ttft_ms_p99"));
+  EXPECT_THAT(lines[0], HasSubstr("tpot_ms_p90"));
+  EXPECT_THAT(lines[4], HasSubstr("\"tiny\","));
+  EXPECT_THAT(lines[4], HasSubstr(",1,1,1,2,8,3,"));  // tp, pp, ranks, batch, input, output
+  const std::string text = slurp(json);
+  for (const char* key : {"\"ttft_ms\"", "\"tpot_ms\"", "\"p99\"", "\"tokens_per_second_per_rank\"",
+                          "\"output_tokens_per_second\"", "\"all_reduces_per_step\"",
+                          "\"pipeline_seconds_per_step\""})
+    EXPECT_THAT(text, HasSubstr(key));
+  fs::remove_all(dir);
+}
+
 TEST(Cli, MissingModelIsOneLineError) {
   const CliResult r = run_cli("generate -m /nonexistent/model.gguf -p hi");
   EXPECT_EQ(r.exit_code, 1);
@@ -101,13 +135,15 @@ TEST(Cli, MissingModelIsOneLineError) {
 }
 
 TEST(Cli, BadPromptIdsNamesTheItem) {
-  const CliResult r = run_cli("generate -q -m synthetic:" + kTinyLlama + " --prompt-ids 1,x,3 --print-ids");
+  const CliResult r =
+      run_cli("generate -q -m synthetic:" + kTinyLlama + " --prompt-ids 1,x,3 --print-ids");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("'x' is not a token id"));
 }
 
 TEST(Cli, OutOfVocabularyIdIsAnError) {
-  const CliResult r = run_cli("generate -q -m synthetic:" + kTinyLlama + " --prompt-ids 1,999 --print-ids");
+  const CliResult r =
+      run_cli("generate -q -m synthetic:" + kTinyLlama + " --prompt-ids 1,999 --print-ids");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("token id 999 outside the vocabulary [0, 256)"));
 }
@@ -126,10 +162,10 @@ TEST(Cli, SyntheticModelPrintsIds) {
   EXPECT_GE(n, 1);
   EXPECT_LE(n, 5);
   // Greedy decoding is deterministic.
-  EXPECT_EQ(run_cli("generate -q -m synthetic:" + kTinyLlama +
-                    " --prompt-ids 1,15,27 --print-ids -n 5")
-                .out,
-            r.out);
+  EXPECT_EQ(
+      run_cli("generate -q -m synthetic:" + kTinyLlama + " --prompt-ids 1,15,27 --print-ids -n 5")
+          .out,
+      r.out);
 }
 
 TEST(Cli, NoTokenizerSaysUsePromptIds) {
