@@ -71,20 +71,20 @@ def main():
     series = [s for path in args.json for s in series_of(path, args.metric)]
     what = "output tokens/s" if args.metric == "output" else "decode tokens/s"
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     for name, dashed, pts in series:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "--" if dashed else "-", marker="o", label=name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size (sequences decoded together)")
     ax.set_ylabel(f"{what} (all users)")
-    ax.set_title(f"Throughput against batch size\n{args.title}".strip())
+    ax.set_title(f"Throughput against batch size\n{args.title}".strip(), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     throughput_png = f"{args.out}-throughput.png"
     fig.savefig(throughput_png, dpi=120)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     for name, dashed, pts in series:
         xs, ys = [p[1] for p in pts], [p[2] for p in pts]
         ax.plot(xs, ys, "--" if dashed else "-", marker="o", label=name)
@@ -92,7 +92,7 @@ def main():
             ax.annotate(f"b{b}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(f"{what} (all users)")
     ax.set_ylabel("tokens/s per user (1 / TPOT)")
-    ax.set_title(f"Latency-throughput curve\n{args.title}".strip())
+    ax.set_title(f"Latency-throughput curve\n{args.title}".strip(), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

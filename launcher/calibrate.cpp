@@ -101,6 +101,42 @@ double median_all_reduce_seconds(MpiCollectives& world, size_t floats, int reps)
   return times[times.size() / 2];
 }
 
+// An all-reduce as a decode step meets it: each rank first reads a 4 MiB weight-like slice (a
+// sublayer's shard), so ranks arrive at different times and, when ranks share cores, one may be
+// descheduled. Returns the mean extra time per iteration that the all-reduce of `floats` adds to
+// the read alone (both loops timed the same way, every rank at once).
+double in_step_all_reduce_seconds(MpiCollectives& world, size_t floats, int iterations) {
+  std::vector<float> slice(size_t(1) << 20, 1.0f);
+  std::vector<float> v(floats, 1.0f);
+  const Tensor t{v.data(), DType::F32, 1, int64_t(floats), int64_t(floats)};
+  volatile float sink = 0;
+  auto read_slice = [&] {
+    float s0 = 0, s1 = 0;
+    for (size_t i = 0; i + 1 < slice.size(); i += 2) {
+      s0 += slice[i];
+      s1 += slice[i + 1];
+    }
+    sink = sink + s0 + s1;
+  };
+  auto loop = [&](bool with_all_reduce) {
+    world.barrier();
+    const double t0 = now();
+    for (int i = 0; i < iterations; ++i) {
+      read_slice();
+      if (with_all_reduce) world.all_reduce_sum(t);
+    }
+    world.barrier();
+    return (now() - t0) / iterations;
+  };
+  loop(true);  // warm-up
+  double best_without = 1e30, best_with = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    best_without = std::min(best_without, loop(false));
+    best_with = std::min(best_with, loop(true));
+  }
+  return std::max(0.0, best_with - best_without);
+}
+
 double mean_over_ranks(MPI_Comm comm, double value, int size) {
   double sum = 0;
   PF_MPI_CHECK(MPI_Allreduce(&value, &sum, 1, MPI_DOUBLE, MPI_SUM, comm));
@@ -157,18 +193,24 @@ ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& opt
   // unused at tp 1. With several ranks the measured entry is what the predictor uses.
   spec.intra_allreduce_busbw_gbs = bandwidth;
   spec.intra_p2p_bandwidth_gbs = bandwidth;
+  double idle_latency_us = 0;
   if (world && size > 1) {
-    const double latency = median_all_reduce_seconds(*world, 2, 2000);
+    const double idle_latency = median_all_reduce_seconds(*world, 2, 2000);
+    // What the predictor uses: the all-reduce of one decode row (576 floats) inside a step.
+    const double latency = in_step_all_reduce_seconds(*world, 576, 100);
     constexpr size_t kBig = size_t(1) << 20;  // 4 MiB of floats
     const double big = median_all_reduce_seconds(*world, kBig, 20);
     const double traffic = double(kBig * sizeof(float)) * 2.0 * (size - 1) / size;
-    const double busbw = traffic / std::max(big - latency, 1e-9) / 1e9;
+    const double busbw = traffic / std::max(big - idle_latency, 1e-9) / 1e9;
     spec.allreduce_measured.push_back({size, latency * 1e6, busbw});
     spec.intra_allreduce_busbw_gbs = busbw;
     spec.intra_allreduce_base_latency_us = latency * 1e6;
     spec.intra_p2p_latency_us = latency * 1e6;
-    say(fmt::format("all-reduce over {} ranks: {:.1f} us latency, {:.2f} GB/s bus bandwidth", size,
-                    latency * 1e6, busbw));
+    idle_latency_us = idle_latency * 1e6;
+    say(
+        fmt::format("all-reduce over {} ranks: {:.1f} us in a step ({:.1f} us back to back), "
+                    "{:.2f} GB/s bus bandwidth",
+                    size, latency * 1e6, idle_latency_us, busbw));
   }
   if (rank == 0 && !options.out_path.empty()) {
     const std::string header = fmt::format(
@@ -181,10 +223,15 @@ ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& opt
         "memory_gib = host memory / ranks",
         options.backend, size);
     const std::string intra_source =
-        size > 1 ? "measured: median of parafuse's MPI all-reduce, 8 bytes (latency) and 4 MiB "
-                   "(busbw = bytes * 2(p-1)/p / (time - latency)); p2p uses the same latency"
-                 : "one rank: no collective measured; the bandwidths repeat the memory "
-                   "bandwidth and the latencies are 0 (unused at tp 1)";
+        size > 1
+            ? fmt::format(
+                  "measured with parafuse's MPI all-reduce: latency = the time a 576-float "
+                  "all-reduce adds to each rank's 4 MiB read, as in a decode step (back to back "
+                  "it takes {:.1f} us); busbw from the median 4 MiB all-reduce (bytes * 2(p-1)/p "
+                  "/ (time - back-to-back latency)); p2p uses the in-step latency",
+                  idle_latency_us)
+            : "one rank: no collective measured; the bandwidths repeat the memory "
+              "bandwidth and the latencies are 0 (unused at tp 1)";
     std::ofstream out(options.out_path);
     out << to_cluster_yaml(spec, header, device_source, intra_source);
     PF_CHECK(out.good(), "cannot write --out file '{}'", options.out_path);

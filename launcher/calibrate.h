@@ -7,8 +7,11 @@
 //                      shape, best of 5, mean over ranks
 //   kernel launch      the time of a tiny op (RMSNorm of one 576-wide row): the fixed cost of
 //                      one op of a decode step
-//   all-reduce         parafuse's own MPI collectives: median time of an 8-byte all-reduce
-//                      (latency) and of a 4 MiB one (bus bandwidth, nccl-tests' definition)
+//   all-reduce         parafuse's own MPI collectives. Latency: the time a decode-row all-reduce
+//                      (576 floats) adds to a loop of 4 MiB reads on every rank, i.e. as a step
+//                      meets it (ranks arrive apart; ranks sharing cores get descheduled), which
+//                      can be far above the back-to-back time also printed; bus bandwidth
+//                      (nccl-tests' definition) from the median 4 MiB all-reduce
 #pragma once
 
 #include <string>
