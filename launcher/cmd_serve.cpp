@@ -107,6 +107,7 @@ int run_serve(ServeArgs& a, LaunchContext& launch) {
   ServeLoopOptions lo;
   lo.max_waiting = s.run.serve.max_waiting_requests;
   lo.max_running = s.run.serve.max_running_requests;
+  lo.drain = std::chrono::milliseconds(int64_t(s.run.serve.drain_seconds * 1000));
   ServeLoop loop(*s.engine, s.world.get(), s.tokenizer(), *metrics, lo);
   http->serve(loop, s.tokenizer());
   loop.run([&] {  // until SIGINT / SIGTERM

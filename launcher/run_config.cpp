@@ -92,6 +92,7 @@ void read_serve(const ConfigMap& serve, RunConfig::Serve& s) {
   if (auto v = serve.get("max_header_bytes")) s.max_header_bytes = v->integer(kPositiveInt64);
   if (auto v = serve.get("max_json_depth")) s.max_json_depth = int(v->integer(kPositiveInt));
   if (auto v = serve.get("http_threads")) s.http_threads = int(v->integer(kPositiveInt));
+  if (auto v = serve.get("drain_seconds")) s.drain_seconds = v->number(kNonNegativeNumber);
 }
 
 void read_timeouts(const ConfigMap& timeouts, RunConfig::Timeouts& t) {
@@ -173,6 +174,7 @@ void check_run_config(const RunConfig& c) {
   check_int(c.serve.max_header_bytes, "serve.max_header_bytes", kPositiveInt64);
   check_int(c.serve.max_json_depth, "serve.max_json_depth", kPositiveInt);
   check_int(c.serve.http_threads, "serve.http_threads", kPositiveInt);
+  check_number(c.serve.drain_seconds, "serve.drain_seconds", kNonNegativeNumber);
   check_number(c.timeouts.collective_seconds, "timeouts.collective_seconds", kPositiveNumber);
   check_number(c.timeouts.transport_seconds, "timeouts.transport_seconds", kPositiveNumber);
 }

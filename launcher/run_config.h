@@ -60,6 +60,7 @@ struct RunConfig {
     int64_t max_header_bytes = 16 << 10;  // larger request heads get 431
     int max_json_depth = 64;            // deeper request JSON gets 400
     int http_threads = 2;
+    double drain_seconds = 30;  // after Ctrl-C, running requests may finish for this long
   } serve;
 
   struct Timeouts {

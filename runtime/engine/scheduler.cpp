@@ -216,7 +216,8 @@ std::vector<TokenEvent> Scheduler::complete(const StepPlan& plan, const StepOutp
       s.generated.push_back(id);
       if (int64_t(s.generated.size()) >= s.request.max_tokens) e.finished = FinishReason::Length;
     }
-    e.completion_tokens = int64_t(s.generated.size());
+    // A stop id is not emitted but was generated: counted, as vLLM counts it.
+    e.completion_tokens = int64_t(s.generated.size()) + (e.token < 0 ? 1 : 0);
     if (e.finished != FinishReason::None) finish(it);
     events.push_back(std::move(e));
   }

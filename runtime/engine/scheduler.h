@@ -52,7 +52,7 @@ struct TokenEvent {
   std::vector<TokenLogprob> top;
   FinishReason finished = FinishReason::None;
   int64_t prompt_tokens = 0;
-  int64_t completion_tokens = 0;  // emitted so far, this token included
+  int64_t completion_tokens = 0;  // generated so far, this token (or the stop id) included
 };
 
 struct SchedulerCounts {

@@ -101,6 +101,18 @@ struct HttpServer::Impl {
   int port = 0;
 
   void accept();
+  // SIGINT / SIGTERM: the first drains the loop, a second aborts what is left.
+  void wait_for_signal() {
+    signals.async_wait([this](beast::error_code e, int signal) {
+      if (e) return;
+      spdlog::info("serve: signal {}: {}", signal,
+                   stop_requested ? "aborting the requests still running"
+                                  : "draining (a second Ctrl-C aborts)");
+      stop_requested = true;
+      if (ServeLoop* l = loop.load()) l->stop();
+      wait_for_signal();
+    });
+  }
 };
 
 namespace {
@@ -159,6 +171,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!ec) {
       buffer_.commit(n);  // a pipelined request: read once this answer is out
       if (generating_) return watch();
+      if (writing_ || !out_.empty()) return;  // on_write reads it once the answer is out
       return read_request();
     }
     if (ec == net::error::operation_aborted && !generating_ && !gone_) return read_request();
@@ -217,11 +230,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The step loop when it is running, else 503 saying why.
   ServeLoop& ready_loop() const {
     ServeLoop* loop = server_.loop.load();
+    if (loop && loop->stopping())
+      throw ApiError(503, "the server is shutting down", "", "shutting_down");
     if (!loop || !loop->ready())
-      throw ApiError(503,
-                     loop && loop->stopping() ? "the server is shutting down"
-                                              : "the model is still loading",
-                     "", "not_ready");
+      throw ApiError(503, "the model is still loading", "", "not_ready");
     return *loop;
   }
 
@@ -480,12 +492,7 @@ HttpServer::HttpServer(const HttpServerOptions& options, Metrics& metrics,
   s.port = s.acceptor.local_endpoint().port();
   s.signals.add(SIGINT);
   s.signals.add(SIGTERM);
-  s.signals.async_wait([&s](beast::error_code e, int signal) {
-    if (e) return;
-    spdlog::info("serve: signal {}: finishing", signal);
-    s.stop_requested = true;
-    if (ServeLoop* loop = s.loop.load()) loop->stop();
-  });
+  s.wait_for_signal();
   s.accept();
   for (int i = 0; i < std::max(1, s.options.threads); ++i)
     s.threads.emplace_back([&s] { s.ioc.run(); });

@@ -97,7 +97,12 @@ void ServeLoop::cancel(int64_t id) {
 
 void ServeLoop::stop() {
   std::lock_guard lock(mutex_);
-  stopping_ = true;
+  if (stopping_) {
+    abort_ = true;  // a second stop: do not wait for the drain
+  } else {
+    stopping_ = true;
+    drain_deadline_ = Clock::now() + options_.drain;
+  }
   ready_ = false;
   wake_.notify_one();
 }
@@ -128,7 +133,8 @@ void ServeLoop::take_submissions() {
   }
   for (int64_t id : cancelled)
     if (active_.count(id)) scheduler_.cancel(id);
-  if (stopping_)
+  // Draining: what was accepted runs on until the drain time is up (or a second stop).
+  if (stopping_ && (abort_ || now >= drain_deadline_))
     for (auto& [id, a] : active_) scheduler_.cancel(id);
 }
 
@@ -212,7 +218,9 @@ void ServeLoop::handle(const TokenEvent& e) {
     t.text = tokenizer_.token_bytes(e.token);
     t.logprob = e.logprob.logprob;
     for (const TokenLogprob& alt : e.top) t.top.emplace_back(tokenizer_.token_bytes(alt.id), alt.logprob);
-    a.held += a.decoder->push(e.token);
+    // Control tokens (a chat turn's end under ignore_eos) are not text, as in vLLM's default
+    // skip_special_tokens; their token (and logprob) is still reported.
+    if (!tokenizer_.is_control(e.token)) a.held += a.decoder->push(e.token);
     a.tokens.push_back(std::move(t));
     if (release_text(a, false)) {
       scheduler_.cancel(e.request, FinishReason::Stop);

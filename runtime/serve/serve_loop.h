@@ -36,6 +36,8 @@ struct ServeLoopOptions {
   int max_waiting = 256;            // queued requests beyond this get 429
   int max_running = 256;            // sequences in one batch
   std::chrono::milliseconds heartbeat{250};
+  // After stop(), accepted requests may finish for this long; then they end with "abort".
+  std::chrono::milliseconds drain{30000};
 };
 
 // What one request gets back, on the loop thread, in order: pieces of text (with the tokens
@@ -73,7 +75,8 @@ class ServeLoop {
   int64_t submit(ServeRequest request);
   // Ends a request (client gone): its pages are freed on every rank in the next step.
   void cancel(int64_t id);
-  // Stops the loop: queued and running requests end with finish "abort".
+  // Stops taking requests (503) and drains: queued and running requests finish, for at most
+  // ServeLoopOptions::drain, then end with finish "abort"; a second stop() aborts them now.
   void stop();
   bool ready() const { return ready_; }
   bool stopping() const { return stopping_; }
@@ -116,7 +119,8 @@ class ServeLoop {
   std::vector<int64_t> cancelled_;
   std::atomic<int> waiting_{0};  // the scheduler's queue after the last step
   int64_t next_id_ = 1;
-  std::atomic<bool> ready_{false}, stopping_{false};
+  std::atomic<bool> ready_{false}, stopping_{false}, abort_{false};
+  std::chrono::steady_clock::time_point drain_deadline_;  // set by stop(), under mutex_
 
   std::map<int64_t, Active> active_;  // loop thread only
   int64_t preemptions_seen_ = 0;

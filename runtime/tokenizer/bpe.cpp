@@ -280,7 +280,7 @@ std::vector<int32_t> Tokenizer::encode_with_bos(std::string_view text) const {
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
   std::string out;
   for (int32_t id : ids) {
-    if (skip_special && id >= 0 && id < vocab_size() && impl_->is_control[id]) continue;
+    if (skip_special && is_control(id)) continue;
     out += token_bytes(id);
   }
   return out;
@@ -290,6 +290,10 @@ std::string Tokenizer::token_bytes(int32_t id) const {
   PF_CHECK(id >= 0 && id < vocab_size(), "tokenizer: token id {} is outside the vocabulary of {}",
            id, vocab_size());
   return impl_->token_bytes[id];
+}
+
+bool Tokenizer::is_control(int32_t id) const {
+  return id >= 0 && id < vocab_size() && impl_->is_control[id];
 }
 
 int Tokenizer::vocab_size() const {

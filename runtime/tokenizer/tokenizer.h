@@ -73,6 +73,8 @@ class Tokenizer {
   std::string token_bytes(int32_t id) const;
 
   int vocab_size() const;
+  // A control token (<|im_end|>, <|eot_id|>): decode(skip_special) and served text leave it out.
+  bool is_control(int32_t id) const;
   int bos_id() const;
   bool add_bos() const;
   bool is_eos(int32_t id) const;

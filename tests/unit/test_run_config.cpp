@@ -175,14 +175,15 @@ TEST(RunConfig, UnknownKeyNamesKeySectionAndLine) {
   EXPECT_THAT(parse_error("model: m\nmodle_path: x\n"),
               HasSubstr("x.yaml:2: unknown key 'modle_path' at the top level (known keys: "
                         "model, parallel, backend, dtype, threads, fusion_plan, batch, sampling, "
-                        "timeouts)"));
+                        "serve, timeouts)"));
   EXPECT_THAT(parse_error("sampling:\n  temprature: 0.5\n"),
               HasSubstr("x.yaml:2: unknown key 'temprature' in 'sampling' (did you mean "
                         "'temperature'?)"));
-  // serve: is gone until `parafuse serve` brings it back; nothing is close to it.
+  // `parafuse serve`'s section is as strict as the others.
   EXPECT_THAT(parse_error("serve:\n  hostname: x\n"),
-              HasSubstr("x.yaml:1: unknown key 'serve' at the top level (known keys: "));
-  EXPECT_THAT(parse_error("serve:\n  hostname: x\n"), Not(HasSubstr("did you mean")));
+              HasSubstr("x.yaml:2: unknown key 'hostname' in 'serve' (known keys: host, port, "));
+  EXPECT_THAT(parse_error("serve:\n  api_keyfile: k\n"),
+              HasSubstr("(did you mean 'api_key_file'?)"));
   EXPECT_THAT(parse_error("batch:\n  max_sequences: 4\n"),
               HasSubstr("x.yaml:2: unknown key 'max_sequences' in 'batch' (known keys: "
                         "max_batch_tokens, kv_cache_tokens, page_size, micro_batches)"));
@@ -255,11 +256,12 @@ TEST(RunConfig, OutOfRangeValuesNameKeyAndLine) {
   EXPECT_THAT(parse_error("timeouts:\n  transport_seconds: .inf\n"),
               HasSubstr("x.yaml:2: 'timeouts.transport_seconds' must be a number (greater than "
                         "0), got '.inf'"));
-  // serve.port had a range; the section is gone until `parafuse serve` brings it back.
-  EXPECT_THAT(parse_error("serve:\n  port: 0\n"),
-              HasSubstr("x.yaml:1: unknown key 'serve' at the top level"));
+  // serve.port 0 asks for any free port; past 65535 is not a port.
+  EXPECT_EQ(parse_error("serve:\n  port: 0\n"), "");
   EXPECT_THAT(parse_error("serve:\n  port: 65536\n"),
-              HasSubstr("x.yaml:1: unknown key 'serve' at the top level"));
+              HasSubstr("x.yaml:2: 'serve.port' must be from 0 to 65535, got '65536'"));
+  EXPECT_THAT(parse_error("serve:\n  max_waiting_requests: 0\n"),
+              HasSubstr("x.yaml:2: 'serve.max_waiting_requests' must be at least 1, got '0'"));
 }
 
 TEST(RunConfig, PpSplitMustFitPp) {
