@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 import urllib.error
 import urllib.request
 
@@ -173,3 +174,14 @@ def serve(server_args=(), mpirun=(), model=None, timeout=120, expect_clean_exit=
         elif expect_clean_exit and code != 0:
             process.print_log()
             raise AssertionError(f"parafuse serve exited with {code} after SIGINT, not 0")
+
+
+def run_test_cases(set_server, server_args=(), mpirun=()):
+    """Runs the calling script's unittest cases against one server, which `set_server(server)`
+    hands to them; prints the server's output when a case fails. Returns the exit code."""
+    with serve(server_args, mpirun=mpirun) as server:
+        set_server(server)
+        result = unittest.main(argv=sys.argv[:1], exit=False, verbosity=2).result
+        if not result.wasSuccessful():
+            server.process.print_log()
+    return 0 if result.wasSuccessful() else 1

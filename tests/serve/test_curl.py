@@ -134,17 +134,16 @@ class Curl(unittest.TestCase):
 
 
 def main():
-    global server
     if not shutil.which("curl"):
         serve_fixture.skip("no curl (cluster/setup.sh installs it)")
     serve_fixture.require_model()
     args = serve_fixture.parse_args()
-    with serve_fixture.serve(args.server_args, mpirun=args.mpirun) as started:
+
+    def set_server(started):
+        global server
         server = started
-        result = unittest.main(argv=sys.argv[:1], exit=False, verbosity=2).result
-        if not result.wasSuccessful():
-            server.process.print_log()
-    return 0 if result.wasSuccessful() else 1
+
+    return serve_fixture.run_test_cases(set_server, args.server_args, args.mpirun)
 
 
 if __name__ == "__main__":
