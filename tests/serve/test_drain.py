@@ -36,10 +36,15 @@ def main():
         while running not in request(url, "GET", "/metrics")[1]:
             time.sleep(0.02)
         os.kill(server.proc.pid, signal.SIGINT)
+        # The signal is handled asynchronously by the server's event loop: a request sent
+        # before it has been handled is (rightly) still served. /ready flips to 503 once it is.
+        deadline = time.monotonic() + 10
+        while request(url, "GET", "/ready")[0] != 503:
+            assert time.monotonic() < deadline, "/ready still 200 10 s after SIGINT"
+            time.sleep(0.01)
         status, body = request(url, "POST", "/v1/completions", {"prompt": "late", "max_tokens": 2})
         assert status == 503, (status, body)
         assert body["error"]["code"] == "shutting_down", body
-        assert request(url, "GET", "/ready")[0] == 503
         assert request(url, "GET", "/health")[0] == 200
         t.join(60)
         events = result["events"]
