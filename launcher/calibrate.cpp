@@ -46,7 +46,34 @@ double read_bandwidth_gbs() {
 struct GemmRates {
   double tflops = 0;
   double launch_us = 0;
+  double decode_read_gbs = 0;  // weight bytes / time of the backend's M = 1 product
 };
+
+// The weight-read rate a decode step gets: x (1, K) through 32 weights of SmolLM2's FFN shape
+// (112 MiB in all, far beyond the caches), one after the other as the layers of a step are,
+// with the backend's own GEMM. Best of 5 passes.
+double decode_read_gbs(Backend& backend) {
+  constexpr int64_t K = 576, N = 1536, kWeights = 32;
+  std::vector<Buffer> owners(kWeights);
+  std::vector<Tensor> weights;
+  std::vector<float> host(size_t(N * K), 0.01f);
+  for (Buffer& owner : owners) {
+    weights.push_back(backend.alloc_tensor(owner, DType::F32, N, K));
+    backend.upload_f32(host.data(), weights.back());
+  }
+  Buffer xb, yb;
+  const Tensor x = backend.alloc_tensor(xb, DType::F32, 1, K);
+  const Tensor y = backend.alloc_tensor(yb, DType::F32, 1, N);
+  backend.upload_f32(host.data(), x);
+  double best = 1e30;
+  for (int rep = 0; rep < 6; ++rep) {  // the first pass warms up
+    const double t0 = now();
+    for (const Tensor& w : weights) backend.gemm(x, w, y);
+    backend.synchronize();
+    if (rep > 0) best = std::min(best, now() - t0);
+  }
+  return double(kWeights) * double(weights.front().bytes()) / best / 1e9;
+}
 
 GemmRates measure_backend(const std::string& backend_name) {
   BackendOptions options;
@@ -70,6 +97,7 @@ GemmRates measure_backend(const std::string& backend_name) {
     best = std::min(best, (now() - t0) / 20);
   }
   r.tflops = 2.0 * M * N * K / best / 1e12;
+  r.decode_read_gbs = decode_read_gbs(*backend);
   // The fixed cost of an op: RMSNorm of one row.
   const Tensor row = backend->alloc_tensor(nb, DType::F32, 1, K);
   const Tensor out = backend->alloc_tensor(rb, DType::F32, 1, K);
@@ -165,18 +193,24 @@ ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& opt
     if (rank == 0 && !options.quiet) fmt::print(stderr, "calibrate: {}\n", line);
   };
   say(fmt::format("measuring {} rank(s) at once", size));
-  double bandwidth = read_bandwidth_gbs();
+  double stream = read_bandwidth_gbs();
   if (world) world->barrier();
   GemmRates gemm = measure_backend(options.backend);
   if (world) {
-    bandwidth = mean_over_ranks(MPI_COMM_WORLD, bandwidth, size);
+    stream = mean_over_ranks(MPI_COMM_WORLD, stream, size);
     gemm.tflops = mean_over_ranks(MPI_COMM_WORLD, gemm.tflops, size);
     gemm.launch_us = mean_over_ranks(MPI_COMM_WORLD, gemm.launch_us, size);
+    gemm.decode_read_gbs = mean_over_ranks(MPI_COMM_WORLD, gemm.decode_read_gbs, size);
   }
+  // What the predictor divides weight bytes by: the rate the backend's decode product reads
+  // weights at (a GEMV at the bandwidth limit reaches the streaming rate; a packing GEMM does
+  // not, and the predictor should see what a step will see).
+  const double bandwidth = gemm.decode_read_gbs;
   say(
-      fmt::format("read bandwidth {:.2f} GB/s per rank, GEMM {:.1f} GFLOP/s per rank, {:.2f} us "
-                  "per op",
-                  bandwidth, gemm.tflops * 1e3, gemm.launch_us));
+      fmt::format("streaming read {:.2f} GB/s per rank, decode weight reads {:.2f} GB/s per rank "
+                  "({:.0f}% of streaming), GEMM {:.1f} GFLOP/s per rank, {:.2f} us per op",
+                  stream, bandwidth, 100.0 * bandwidth / stream, gemm.tflops * 1e3,
+                  gemm.launch_us));
 
   ClusterSpec spec;
   char host[256] = {};
@@ -218,10 +252,12 @@ ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& opt
         "machine, not datasheet numbers (launcher/calibrate.h says how each is measured).",
         host, size);
     const std::string device_source = fmt::format(
-        "measured: streaming read of 256 MiB (best of 5), {} backend GEMM 32x576x1536 (best of "
-        "5), median RMSNorm of one row as the per-op cost; mean over {} concurrent rank(s); "
-        "memory_gib = host memory / ranks",
-        options.backend, size);
+        "measured: memory_bandwidth_gbs = weight bytes / time of the {0} backend's 1-row GEMM "
+        "through 32 weights of 576x1536 f32 (112 MiB; best of 5; a plain streaming read of 256 "
+        "MiB gave {1:.2f} GB/s), {0} backend GEMM 32x576x1536 (best of 5), median RMSNorm of "
+        "one row as the per-op cost; mean over {2} concurrent rank(s); memory_gib = host memory "
+        "/ ranks",
+        options.backend, stream, size);
     const std::string intra_source =
         size > 1
             ? fmt::format(

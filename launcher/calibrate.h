@@ -2,7 +2,9 @@
 // and writes a cluster YAML (runtime/predict/cluster.h) that `predict --cluster` reads back.
 // Every rank of an mpirun job measures at the same time, so ranks sharing cores or memory
 // channels see the contention a run of that many ranks sees; the file is for that rank count.
-//   memory bandwidth   a streaming read (sum) of a 256 MiB buffer, best of 5, mean over ranks
+//   memory bandwidth   the rate the backend's decode product reads weights: a 1-row GEMM
+//                      through 32 weights of 576x1536 f32 (112 MiB), best of 5, mean over
+//                      ranks; a plain streaming read of 256 MiB is printed beside it
 //   GEMM rate          the backend's GEMM (cpu: OpenBLAS, one thread per rank) at a decode-like
 //                      shape, best of 5, mean over ranks
 //   kernel launch      the time of a tiny op (RMSNorm of one 576-wide row): the fixed cost of

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <string>
 
+#include <unistd.h>  // getpid
+
 #include "cli_runner.h"
 #include "error_of.h"
 #include "runtime/model/model_config.h"
@@ -209,6 +211,26 @@ TEST(PredictCli, PrintsConstantsTableAndRecommendation) {
   EXPECT_NE(r.out.find("device.memory_bandwidth_gbs"), std::string::npos);
   EXPECT_NE(r.out.find("[source: "), std::string::npos);
   EXPECT_NE(r.out.find("recommendation (lowest latency): TP8 x PP1 at batch 1"), std::string::npos)
+      << r.out;
+}
+
+TEST(PredictCli, CalibrateWritesAClusterFilePredictReadsBack) {
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("pf_calibrate_" + std::to_string(getpid()) +
+                                                 ".yaml"))
+          .string();
+  const CliResult cal = run_cli("predict --calibrate --out " + path);
+  ASSERT_EQ(cal.exit_code, 0) << cal.err;
+  EXPECT_NE(cal.err.find("decode weight reads"), std::string::npos) << cal.err;
+  const ClusterSpec spec = load_cluster(path);
+  EXPECT_GT(spec.memory_bandwidth_gbs, 0);
+  EXPECT_GT(spec.gemm_tflops("f32"), 0);
+  EXPECT_NE(spec.constants.front().source.find("1-row GEMM"), std::string::npos);
+  const CliResult r = run_cli("predict -m " + kSource +
+                              "/configs/models/bench-llama-140m.json --dtype f32 --cluster " + path);
+  std::filesystem::remove(path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("recommendation (lowest latency): TP1 x PP1 at batch 1"), std::string::npos)
       << r.out;
 }
 
