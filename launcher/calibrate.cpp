@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <vector>
 
@@ -23,13 +24,32 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Streaming read of 256 MiB: what a decode step does to its weights.
-double read_bandwidth_gbs() {
-  std::vector<float> data(size_t(64) << 20, 1.0f);
-  double best = 1e30;
-  volatile float sink = 0;
-  for (int rep = 0; rep < 5; ++rep) {
+// Runs before every timed repetition: a barrier over all ranks, so that every rank times the
+// same moments and ranks sharing cores or memory see each other's load (none for one rank).
+using Sync = std::function<void()>;
+
+// The median time of `reps` synchronized runs of fn, after one untimed warm-up run. The median,
+// not the best: with ranks sharing cores the best run is one where a rank had a core alone,
+// which a step of the job never has.
+double median_seconds(const Sync& sync, int reps, const std::function<void()>& fn) {
+  sync();
+  fn();
+  std::vector<double> times;
+  for (int rep = 0; rep < reps; ++rep) {
+    sync();
     const double t0 = now();
+    fn();
+    times.push_back(now() - t0);
+  }
+  std::nth_element(times.begin(), times.begin() + long(times.size() / 2), times.end());
+  return times[times.size() / 2];
+}
+
+// Streaming read of 256 MiB: the plain memory rate, printed beside the decode product's.
+double read_bandwidth_gbs(const Sync& sync) {
+  std::vector<float> data(size_t(64) << 20, 1.0f);
+  volatile float sink = 0;
+  const double seconds = median_seconds(sync, 5, [&] {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     for (size_t i = 0; i + 3 < data.size(); i += 4) {
       s0 += data[i];
@@ -38,44 +58,48 @@ double read_bandwidth_gbs() {
       s3 += data[i + 3];
     }
     sink = sink + s0 + s1 + s2 + s3;
-    best = std::min(best, now() - t0);
-  }
-  return double(data.size() * sizeof(float)) / best / 1e9;
+  });
+  return double(data.size() * sizeof(float)) / seconds / 1e9;
 }
 
 struct GemmRates {
   double tflops = 0;
   double launch_us = 0;
   double decode_read_gbs = 0;  // weight bytes / time of the backend's M = 1 product
+  double overlap = 0;          // compute_memory_overlap (cluster.h)
 };
 
-// The weight-read rate a decode step gets: x (1, K) through 32 weights of SmolLM2's FFN shape
-// (112 MiB in all, far beyond the caches), one after the other as the layers of a step are,
-// with the backend's own GEMM. Best of 5 passes.
-double decode_read_gbs(Backend& backend) {
-  constexpr int64_t K = 576, N = 1536, kWeights = 32;
-  std::vector<Buffer> owners(kWeights);
+// A decode step's products: x (rows, K) through 32 weights of SmolLM2's FFN shape (112 MiB in
+// all, far beyond the caches), one after the other as the layers of a step are, with the
+// backend's own GEMM. Seconds of the median of 5 synchronized passes.
+struct WeightStream {
+  static constexpr int64_t K = 576, N = 1536, kWeights = 32;
+  std::vector<Buffer> owners = std::vector<Buffer>(kWeights);
   std::vector<Tensor> weights;
-  std::vector<float> host(size_t(N * K), 0.01f);
-  for (Buffer& owner : owners) {
-    weights.push_back(backend.alloc_tensor(owner, DType::F32, N, K));
-    backend.upload_f32(host.data(), weights.back());
-  }
-  Buffer xb, yb;
-  const Tensor x = backend.alloc_tensor(xb, DType::F32, 1, K);
-  const Tensor y = backend.alloc_tensor(yb, DType::F32, 1, N);
-  backend.upload_f32(host.data(), x);
-  double best = 1e30;
-  for (int rep = 0; rep < 6; ++rep) {  // the first pass warms up
-    const double t0 = now();
-    for (const Tensor& w : weights) backend.gemm(x, w, y);
-    backend.synchronize();
-    if (rep > 0) best = std::min(best, now() - t0);
-  }
-  return double(kWeights) * double(weights.front().bytes()) / best / 1e9;
-}
+  double bytes() const { return double(kWeights) * double(weights.front().bytes()); }
+  double flops(int64_t rows) const { return 2.0 * double(rows * N * K * kWeights); }
 
-GemmRates measure_backend(const std::string& backend_name) {
+  explicit WeightStream(Backend& backend) {
+    std::vector<float> host(size_t(N * K), 0.01f);
+    for (Buffer& owner : owners) {
+      weights.push_back(backend.alloc_tensor(owner, DType::F32, N, K));
+      backend.upload_f32(host.data(), weights.back());
+    }
+  }
+  double seconds(Backend& backend, const Sync& sync, int64_t rows) const {
+    Buffer xb, yb;
+    const Tensor x = backend.alloc_tensor(xb, DType::F32, rows, K);
+    const Tensor y = backend.alloc_tensor(yb, DType::F32, rows, N);
+    std::vector<float> host(size_t(rows * K), 0.01f);
+    backend.upload_f32(host.data(), x);
+    return median_seconds(sync, 5, [&] {
+      for (const Tensor& w : weights) backend.gemm(x, w, y);
+      backend.synchronize();
+    });
+  }
+};
+
+GemmRates measure_backend(const std::string& backend_name, const Sync& sync) {
   BackendOptions options;
   options.threads = 1;
   std::unique_ptr<Backend> backend = make_backend(backend_name, options);
@@ -89,15 +113,19 @@ GemmRates measure_backend(const std::string& backend_name) {
   backend->upload_f32(host.data(), w);
   backend->upload_f32(host.data(), x);
   GemmRates r;
-  double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
-    const double t0 = now();
+  const double gemm_s = median_seconds(sync, 5, [&] {
     for (int i = 0; i < 20; ++i) backend->gemm(x, w, y);
     backend->synchronize();
-    best = std::min(best, (now() - t0) / 20);
-  }
-  r.tflops = 2.0 * M * N * K / best / 1e12;
-  r.decode_read_gbs = decode_read_gbs(*backend);
+  });
+  r.tflops = 2.0 * M * N * K / (gemm_s / 20) / 1e12;
+  // Reads: the 1-row pass. Overlap: how far the 32-row pass falls short of reads + compute
+  // (compute at the in-cache rate above), relative to the shorter of the two.
+  const WeightStream stream(*backend);
+  const double read_s = stream.seconds(*backend, sync, 1);
+  const double both_s = stream.seconds(*backend, sync, M);
+  const double compute_s = stream.flops(M) / (r.tflops * 1e12);
+  r.decode_read_gbs = stream.bytes() / read_s / 1e9;
+  r.overlap = std::clamp((read_s + compute_s - both_s) / std::min(read_s, compute_s), 0.0, 1.0);
   // The fixed cost of an op: RMSNorm of one row.
   const Tensor row = backend->alloc_tensor(nb, DType::F32, 1, K);
   const Tensor out = backend->alloc_tensor(rb, DType::F32, 1, K);
@@ -193,14 +221,17 @@ ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& opt
     if (rank == 0 && !options.quiet) fmt::print(stderr, "calibrate: {}\n", line);
   };
   say(fmt::format("measuring {} rank(s) at once", size));
-  double stream = read_bandwidth_gbs();
-  if (world) world->barrier();
-  GemmRates gemm = measure_backend(options.backend);
+  const Sync sync = [&] {
+    if (world) world->barrier();
+  };
+  double stream = read_bandwidth_gbs(sync);
+  GemmRates gemm = measure_backend(options.backend, sync);
   if (world) {
     stream = mean_over_ranks(MPI_COMM_WORLD, stream, size);
     gemm.tflops = mean_over_ranks(MPI_COMM_WORLD, gemm.tflops, size);
     gemm.launch_us = mean_over_ranks(MPI_COMM_WORLD, gemm.launch_us, size);
     gemm.decode_read_gbs = mean_over_ranks(MPI_COMM_WORLD, gemm.decode_read_gbs, size);
+    gemm.overlap = mean_over_ranks(MPI_COMM_WORLD, gemm.overlap, size);
   }
   // What the predictor divides weight bytes by: the rate the backend's decode product reads
   // weights at (a GEMV at the bandwidth limit reaches the streaming rate; a packing GEMM does
@@ -208,8 +239,9 @@ ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& opt
   const double bandwidth = gemm.decode_read_gbs;
   say(
       fmt::format("streaming read {:.2f} GB/s per rank, decode weight reads {:.2f} GB/s per rank "
-                  "({:.0f}% of streaming), GEMM {:.1f} GFLOP/s per rank, {:.2f} us per op",
-                  stream, bandwidth, 100.0 * bandwidth / stream, gemm.tflops * 1e3,
+                  "({:.0f}% of streaming), GEMM {:.1f} GFLOP/s per rank, compute/read overlap "
+                  "{:.2f}, {:.2f} us per op",
+                  stream, bandwidth, 100.0 * bandwidth / stream, gemm.tflops * 1e3, gemm.overlap,
                   gemm.launch_us));
 
   ClusterSpec spec;
@@ -223,6 +255,7 @@ ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& opt
   spec.memory_bandwidth_gbs = bandwidth;
   spec.gemm_tflops_f32 = gemm.tflops;
   spec.kernel_launch_us = gemm.launch_us;
+  spec.compute_memory_overlap = gemm.overlap;
   // Without measured all-reduces (one rank) the NCCL-model keys still need values; they are
   // unused at tp 1. With several ranks the measured entry is what the predictor uses.
   spec.intra_allreduce_busbw_gbs = bandwidth;
@@ -253,9 +286,12 @@ ClusterSpec calibrate_cluster(LaunchContext& launch, const CalibrateOptions& opt
         host, size);
     const std::string device_source = fmt::format(
         "measured: memory_bandwidth_gbs = weight bytes / time of the {0} backend's 1-row GEMM "
-        "through 32 weights of 576x1536 f32 (112 MiB; best of 5; a plain streaming read of 256 "
-        "MiB gave {1:.2f} GB/s), {0} backend GEMM 32x576x1536 (best of 5), median RMSNorm of "
-        "one row as the per-op cost; mean over {2} concurrent rank(s); memory_gib = host memory "
+        "through 32 weights of 576x1536 f32 (112 MiB), a plain streaming read of 256 "
+        "MiB gave {1:.2f} GB/s, {0} backend GEMM 32x576x1536, "
+        "compute_memory_overlap = (t1 + tc - t32) / min(t1, tc) clamped to [0, 1] with t1, t32 "
+        "the 1-row and 32-row passes through those weights and tc the 32-row flops at that GEMM "
+        "rate, median RMSNorm of one row as the per-op cost; each the median of 5 runs that "
+        "every rank starts together, then the mean over {2} rank(s); memory_gib = host memory "
         "/ ranks",
         options.backend, stream, size);
     const std::string intra_source =

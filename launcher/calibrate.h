@@ -1,12 +1,16 @@
 // `parafuse predict --calibrate`: measures this machine the way the predictor models a device
 // and writes a cluster YAML (runtime/predict/cluster.h) that `predict --cluster` reads back.
-// Every rank of an mpirun job measures at the same time, so ranks sharing cores or memory
-// channels see the contention a run of that many ranks sees; the file is for that rank count.
+// Every rank of an mpirun job measures at the same time (a barrier before each timed run; the
+// median of 5 runs, not the best), so ranks sharing cores or memory channels see the contention
+// a run of that many ranks sees; the file is for that rank count.
 //   memory bandwidth   the rate the backend's decode product reads weights: a 1-row GEMM
-//                      through 32 weights of 576x1536 f32 (112 MiB), best of 5, mean over
-//                      ranks; a plain streaming read of 256 MiB is printed beside it
+//                      through 32 weights of 576x1536 f32 (112 MiB), mean over ranks; a plain
+//                      streaming read of 256 MiB is printed beside it
 //   GEMM rate          the backend's GEMM (cpu: OpenBLAS, one thread per rank) at a decode-like
-//                      shape, best of 5, mean over ranks
+//                      shape, mean over ranks
+//   overlap            compute_memory_overlap: how much of the shorter of reads and compute a
+//                      32-row pass through those weights hides, from its time against the
+//                      1-row pass (reads) and the in-cache GEMM rate (compute)
 //   kernel launch      the time of a tiny op (RMSNorm of one 576-wide row): the fixed cost of
 //                      one op of a decode step
 //   all-reduce         parafuse's own MPI collectives. Latency: the time a decode-row all-reduce

@@ -80,6 +80,8 @@ ClusterSpec parse_cluster_yaml(const std::string& text, const std::string& origi
     if (!spec.gemm_tflops_bf16 && !spec.gemm_tflops_fp8 && !spec.gemm_tflops_f32)
       gemm.value().fail("must give at least one of bf16, fp8, f32");
     spec.kernel_launch_us = r.number("kernel_launch_us", kTime);
+    spec.compute_memory_overlap =
+        r.optional_number("compute_memory_overlap", NumberRule{0.0, 1.0, true}).value_or(1.0);
   }
   {
     const ConfigMap intra = top.require("intra_node").map();
@@ -144,6 +146,7 @@ std::string to_cluster_yaml(const ClusterSpec& spec, const std::string& header_c
   if (spec.gemm_tflops_fp8) out << YAML::Key << "fp8" << YAML::Value << *spec.gemm_tflops_fp8;
   out << YAML::EndMap;
   out << YAML::Key << "kernel_launch_us" << YAML::Value << spec.kernel_launch_us;
+  out << YAML::Key << "compute_memory_overlap" << YAML::Value << spec.compute_memory_overlap;
   out << YAML::EndMap;
   out << YAML::Key << "intra_node" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "_source" << YAML::Value << intra_source;

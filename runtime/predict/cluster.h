@@ -42,6 +42,11 @@ struct ClusterSpec {
   // Achievable dense GEMM rate by weight dtype ("bf16", "fp8", "f32"); absent: not known.
   std::optional<double> gemm_tflops_bf16, gemm_tflops_fp8, gemm_tflops_f32;
   double kernel_launch_us = 0;  // the fixed cost of one kernel (op) in a decode step
+  // How much of the shorter of weight reads and GEMM compute hides behind the longer, 0..1:
+  // 1 is the roofline (a GPU kernel streams weights while its tensor cores compute; the default
+  // when the file does not say), 0 means they add up (one CPU thread packs, then computes).
+  // `--calibrate` measures it.
+  double compute_memory_overlap = 1.0;
 
   // Collectives inside a node, NCCL's ring model: latency = base + 2(p-1) hops.
   double intra_allreduce_busbw_gbs = 0;

@@ -79,6 +79,12 @@ std::vector<std::vector<Sublayer>> block_sublayers(const ModelConfig& m, int tp,
   return blocks;
 }
 
+// The GEMM time a step sees beyond its reads: all of it when nothing overlaps, only what sticks
+// out past the reads for the roofline (overlap 1).
+double exposed_compute_s(const ClusterSpec& c, double read_s, double compute_s) {
+  return compute_s - c.compute_memory_overlap * std::min(read_s, compute_s);
+}
+
 double sublayer_weight_bytes(const Sublayer& s) {
   return s.params * s.weight_bytes_each;
 }
@@ -244,7 +250,7 @@ PointPrediction predict_point(const ModelConfig& model, const ClusterSpec& c, La
                           : 2.0 * mb * sub.params + mb * context * sub.attention_flops_per_token;
         st.weights += wbytes / bw * 1e3;
         st.kv += kvbytes / bw * 1e3;
-        st.compute += std::max(0.0, flops / rate - mem_s) * 1e3;
+        st.compute += exposed_compute_s(c, mem_s, flops / rate) * 1e3;
         st.launch += sub.kernels * launch_s * 1e3;
         st.kernels += sub.kernels;
         if (sub.all_reduce && tp > 1) {
@@ -302,7 +308,8 @@ PointPrediction predict_point(const ModelConfig& model, const ClusterSpec& c, La
                                  ? 0
                                  : 2.0 * rows * sub.params + tokens * work.input_len / 2.0 *
                                                                  sub.attention_flops_per_token;
-        ttft_s += std::max((wbytes + kvbytes) / bw, flops / rate);
+        const double read_s = (wbytes + kvbytes) / bw;
+        ttft_s += read_s + exposed_compute_s(c, read_s, flops / rate);
         ttft_s += chunks * sub.kernels * launch_s;
         if (sub.all_reduce && tp > 1)
           ttft_s += chunks * all_reduce_us(c, tp, tp_nodes, tokens / chunks * H * act) * 1e-6;

@@ -5,8 +5,9 @@
 // file gives, so every number it prints can be traced:
 //   weight reads    bytes of this rank's weight shards / memory bandwidth
 //   KV reads        bytes of this rank's KV heads over the context / memory bandwidth
-//   GEMM compute    the part of 2*rows*params / GEMM rate not hidden behind the reads (roofline,
-//                   per sublayer)
+//   GEMM compute    the part of 2*rows*params / GEMM rate not hidden behind the reads, per
+//                   sublayer: the roofline where the device overlaps the two (GPUs), their sum
+//                   where it does not, as the cluster file's compute_memory_overlap says
 //   all-reduces     one per row-parallel GEMM (+ the vocab-parallel embedding), NCCL's ring
 //                   model: latency + bytes * 2(p-1)/p / bus bandwidth; NVLink inside a node,
 //                   InfiniBand (rails of NICs) when the TP group spans nodes

@@ -68,6 +68,30 @@ allreduce_measured:
   EXPECT_NEAR(all_reduce_us(c, 3, 1, 3000), 40 + 3000 * 4.0 / 3 / 2e3, 1e-9);
 }
 
+TEST(PredictModel, OverlapZeroAddsComputeToReadsOneIsTheRoofline) {
+  auto spec = [](const char* overlap) {
+    TempYaml y(std::string(R"(name: box
+nodes: 1
+devices_per_node: 1
+device: {name: cpu, memory_gib: 4, memory_bandwidth_gbs: 10, gemm_tflops: {f32: 0.05}, kernel_launch_us: 0)") +
+               overlap + "}\nintra_node: {allreduce_busbw_gbs: 5, allreduce_base_latency_us: 0, "
+                         "hop_latency_us: 0, p2p_bandwidth_gbs: 5, p2p_latency_us: 0}\n");
+    return load_cluster(y.path());
+  };
+  const ModelConfig m = model("bench-llama-140m.json");
+  const Workload work{32, 16, PredictDType::F32};
+  const PointPrediction roof = predict_point(m, spec(""), {1, 1}, work, 32);
+  const PointPrediction sum = predict_point(m, spec(", compute_memory_overlap: 0"), {1, 1}, work, 32);
+  const PointPrediction half = predict_point(m, spec(", compute_memory_overlap: 0.5"), {1, 1}, work, 32);
+  // 32 rows at 0.05 TFLOP/s: every GEMM's compute exceeds its reads, so the roofline hides all
+  // the reads behind compute and the sum shows them again.
+  const double reads = roof.step.weights + roof.step.kv;
+  EXPECT_GT(roof.step.compute, reads);
+  EXPECT_NEAR(sum.step.compute - roof.step.compute, reads, reads * 0.05);
+  EXPECT_NEAR(half.step.compute, (sum.step.compute + roof.step.compute) / 2, 1e-6);
+  EXPECT_EQ(roof.step.weights, sum.step.weights);
+}
+
 TEST(PredictModel, FitsAndDoesNotFit) {
   const ModelConfig llama = model("llama-3.1-405b.json");
   const ClusterSpec h100 = cluster("h100-sxm-1node.yaml");
