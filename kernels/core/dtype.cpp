@@ -13,6 +13,7 @@ std::string_view dtype_name(DType t) {
     case DType::Q8_0: return "Q8_0";
     case DType::Q4_0: return "Q4_0";
     case DType::Q4_1: return "Q4_1";
+    case DType::F8_E4M3: return "F8_E4M3";
   }
   return "?";
 }
@@ -23,6 +24,7 @@ size_t dtype_size(DType t) {
     case DType::I32: return 4;
     case DType::F16: return 2;
     case DType::BF16: return 2;
+    case DType::F8_E4M3: return 1;
     default: PF_THROW("dtype {} has no per-element size (block-quantized)", dtype_name(t));
   }
 }

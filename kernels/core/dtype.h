@@ -10,7 +10,8 @@
 
 namespace parafuse {
 
-enum class DType : uint8_t { F32, F16, BF16, I32, Q8_0, Q4_0, Q4_1 };
+// F8_E4M3: FP8 checkpoints' weight storage (kernels/core/fp8.h); a loader applies the scales.
+enum class DType : uint8_t { F32, F16, BF16, I32, Q8_0, Q4_0, Q4_1, F8_E4M3 };
 
 std::string_view dtype_name(DType t);
 

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/core/error.h"
+#include "kernels/core/fp8.h"
 #include "runtime/config/read_file.h"
 #include "runtime/model/mapped_file.h"
 
@@ -118,8 +119,8 @@ json parse_json_strict(const char* begin, const char* end, const std::string& or
 // rather than "unknown".
 bool is_other_hf_dtype(const std::string& s) {
   static const std::set<std::string> kOthers = {
-      "BOOL", "U8",      "I8",      "I16",     "U16", "I32",     "U32",     "I64", "U64",
-      "F64",  "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4",  "F6_E2M3", "F6_E3M2", "C64"};
+      "BOOL", "U8",  "I8",      "I16",     "U16", "I32",     "U32",     "I64",
+      "U64",  "F64", "F8_E5M2", "F8_E8M0", "F4",  "F6_E2M3", "F6_E3M2", "C64"};
   return kOthers.count(s) != 0;
 }
 
@@ -143,9 +144,13 @@ SafetensorsEntry parse_entry(const std::string& origin, const std::string& name,
     e.info.dtype = DType::F16;
   } else if (dtype == "BF16") {
     e.info.dtype = DType::BF16;
+  } else if (dtype == "F8_E4M3") {
+    e.info.dtype = DType::F8_E4M3;
   } else if (is_other_hf_dtype(dtype)) {
-    PF_THROW("{}: tensor '{}' has dtype {}, which parafuse does not read (F32, F16, BF16 only)",
-             origin, name, dtype);
+    PF_THROW(
+        "{}: tensor '{}' has dtype {}, which parafuse does not read (F32, F16, BF16, F8_E4M3 "
+        "only)",
+        origin, name, dtype);
   } else {
     PF_THROW("{}: tensor '{}' has unknown dtype '{}'", origin, name, dtype);
   }
@@ -189,6 +194,80 @@ SafetensorsEntry parse_entry(const std::string& origin, const std::string& name,
              n_bytes);
   }
   return e;
+}
+
+// The checkpoint's quantization scheme, from ModelOpt's hf_quant_config.json or config.json's
+// quantization_config: "" when it declares none, a description when it is an FP8 scheme read
+// here, an Error naming the file and the scheme otherwise.
+std::string read_quantization_config(const fs::path& root) {
+  std::error_code ec;
+  const fs::path modelopt = root / "hf_quant_config.json";
+  auto text_of = [](const json& j) { return j.is_string() ? j.get<std::string>() : j.dump(); };
+  if (fs::is_regular_file(modelopt, ec)) {
+    const std::string origin = modelopt.string();
+    const std::string s = read_file(origin, "quantization config");
+    const json q = parse_json_strict(s.data(), s.data() + s.size(), origin, "file", false);
+    const json* algo = nullptr;
+    if (q.is_object() && q.contains("quantization") && q["quantization"].is_object() &&
+        q["quantization"].contains("quant_algo"))
+      algo = &q["quantization"]["quant_algo"];
+    if (!algo) PF_THROW("{}: expected {{\"quantization\": {{\"quant_algo\": ...}}}}", origin);
+    if (*algo != "FP8") {
+      PF_THROW("{}: quant_algo {} is not supported (parafuse reads ModelOpt FP8 checkpoints)",
+               origin, text_of(*algo));
+    }
+    return "FP8 (ModelOpt)";
+  }
+  const fs::path config = root / "config.json";
+  if (!fs::is_regular_file(config, ec)) return "";
+  const std::string origin = config.string();
+  const std::string s = read_file(origin, "model config");
+  const json c = parse_json_strict(s.data(), s.data() + s.size(), origin, "file", false);
+  if (!c.is_object() || !c.contains("quantization_config") || c["quantization_config"].is_null())
+    return "";
+  const json& q = c["quantization_config"];
+  const std::string method =
+      q.is_object() && q.contains("quant_method") ? text_of(q["quant_method"]) : "";
+  if (method == "modelopt") {
+    const std::string algo = q.contains("quant_algo") ? text_of(q["quant_algo"]) : "FP8";
+    if (algo != "FP8")
+      PF_THROW("{}: quantization_config.quant_algo {} is not supported (FP8 only)", origin, algo);
+    return "FP8 (ModelOpt)";
+  }
+  if (method == "compressed-tensors") {
+    if (q.contains("config_groups") && q["config_groups"].is_object()) {
+      for (const auto& [group, g] : q["config_groups"].items()) {
+        if (!g.is_object() || !g.contains("weights") || !g["weights"].is_object()) continue;
+        const json& w = g["weights"];
+        const std::string type = w.contains("type") ? text_of(w["type"]) : "?";
+        const std::string bits = w.contains("num_bits") ? text_of(w["num_bits"]) : "?";
+        const std::string strategy = w.contains("strategy") ? text_of(w["strategy"]) : "?";
+        if (type != "float" || bits != "8") {
+          PF_THROW(
+              "{}: compressed-tensors group '{}' has {}-bit {} weights; parafuse reads 8-bit "
+              "float (FP8) weights only",
+              origin, group, bits, type);
+        }
+        if (strategy != "tensor" && strategy != "channel") {
+          PF_THROW(
+              "{}: compressed-tensors group '{}' has weight strategy {}; parafuse reads "
+              "'tensor' and 'channel' FP8 scales",
+              origin, group, strategy);
+        }
+      }
+    }
+    return "FP8 (compressed-tensors)";
+  }
+  if (method == "fp8") {
+    if (q.contains("weight_block_size") && !q["weight_block_size"].is_null())
+      PF_THROW("{}: block-wise FP8 (weight_block_size {}) is not supported", origin,
+               q["weight_block_size"].dump());
+    return "FP8";
+  }
+  PF_THROW(
+      "{}: quantization_config.quant_method {} is not supported (parafuse reads FP8 "
+      "checkpoints: modelopt, compressed-tensors, fp8)",
+      origin, method.empty() ? std::string("(missing)") : "'" + method + "'");
 }
 
 }  // namespace
@@ -302,6 +381,11 @@ void SafetensorsFile::read_f32(const SafetensorsEntry& entry, Range rows, Range 
       case DType::F32:
         std::memcpy(dst, base + first * 4, size_t(width) * 4);
         break;
+      case DType::F8_E4M3: {
+        const uint8_t* src = base + first;
+        for (int64_t c = 0; c < width; ++c) dst[c] = f8_e4m3_to_f32(src[c]);
+        break;
+      }
       case DType::F16:
       case DType::BF16: {
         const uint8_t* src = base + first * 2;
@@ -387,12 +471,95 @@ SafetensorsWeightSource::SafetensorsWeightSource(const std::string& dir) : dir_(
   } else {
     PF_THROW("model directory '{}' has neither {} nor {}", dir, kSingleName, kIndexName);
   }
-  for (const auto& [name, location] : where_) tensors_.emplace(name, location.second->info);
+  quantization_ = read_quantization_config(root);
+  bind_fp8_scales();
+}
+
+SafetensorsWeightSource::SafetensorsWeightSource(std::unique_ptr<SafetensorsFile> file)
+    : dir_(file->origin()) {
+  files_.push_back(std::move(file));
+  for (const auto& [name, entry] : files_.back()->entries())
+    where_[name] = {files_.back().get(), &entry};
+  bind_fp8_scales();
+}
+
+void SafetensorsWeightSource::bind_fp8_scales() {
+  std::set<std::string> belongs_to_a_weight;
+  for (const auto& [name, location] : where_) {
+    const TensorInfo& info = location.second->info;
+    if (info.dtype != DType::F8_E4M3) continue;
+    const std::string suffix = ".weight";
+    if (name.size() <= suffix.size() || !name.ends_with(suffix) || info.shape.size() != 2) {
+      PF_THROW(
+          "{}: tensor '{}' {} is F8_E4M3, but only 2-D '.weight' tensors of an FP8 checkpoint "
+          "can be (FP8 KV caches and FP8 norms are not read)",
+          dir_, name, shape_string(info.shape));
+    }
+    const std::string base = name.substr(0, name.size() - suffix.size());
+    if (where_.count(base + ".weight_scale_inv")) {
+      PF_THROW(
+          "{}: tensor '{}' has a block-wise scale '{}.weight_scale_inv': block-wise FP8 is not "
+          "supported (per-tensor and per-channel weight_scale are)",
+          dir_, name, base);
+    }
+    const std::string scale_name = base + ".weight_scale";
+    const auto scale = where_.find(scale_name);
+    if (scale == where_.end()) {
+      PF_THROW("{}: tensor '{}' is F8_E4M3 but its dequantization scale '{}' is missing", dir_,
+               name, scale_name);
+    }
+    const TensorInfo& s = scale->second.second->info;
+    if (s.dtype != DType::F32 && s.dtype != DType::BF16 && s.dtype != DType::F16) {
+      PF_THROW("{}: scale '{}' has dtype {}; a weight scale must be F32, BF16 or F16", dir_,
+               scale_name, dtype_name(s.dtype));
+    }
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    const bool per_tensor = n == 1 && s.shape.size() <= 2;
+    const bool per_channel = (s.shape == std::vector<int64_t>{info.rows()} ||
+                              s.shape == std::vector<int64_t>{info.rows(), 1});
+    if (!per_tensor && !per_channel) {
+      PF_THROW(
+          "{}: scale '{}' has shape {}, but weight '{}' of shape {} needs one scale ([] or [1]) "
+          "or one per output channel ([{}] or [{}, 1])",
+          dir_, scale_name, shape_string(s.shape), name, shape_string(info.shape), info.rows(),
+          info.rows());
+    }
+    fp8_scales_[name] = Fp8Scale{scale->second, per_channel && info.rows() != 1};
+    belongs_to_a_weight.insert(scale_name);
+    const std::string input_scale = base + ".input_scale";
+    if (const auto in = where_.find(input_scale); in != where_.end()) {
+      int64_t m = 1;
+      for (int64_t d : in->second.second->info.shape) m *= d;
+      if (m != 1) {
+        PF_THROW("{}: activation scale '{}' has shape {}; a static input_scale is one value", dir_,
+                 input_scale, shape_string(in->second.second->info.shape));
+      }
+      belongs_to_a_weight.insert(input_scale);
+    }
+  }
+  for (const auto& [name, location] : where_) {
+    // The FP8 KV-cache scales of attention (ModelOpt kv_cache_quant_algo FP8): parafuse keeps
+    // its KV cache in the activation dtype, so they are unused.
+    const bool kv_scale = name.ends_with(".k_scale") || name.ends_with(".v_scale");
+    if (belongs_to_a_weight.count(name) || (kv_scale && !quantization_.empty())) continue;
+    if (name.ends_with(".weight_scale") || name.ends_with(".input_scale")) {
+      const std::string weight = name.substr(0, name.rfind('.')) + ".weight";
+      const auto w = where_.find(weight);
+      PF_THROW("{}: scale '{}' belongs to no F8_E4M3 weight ('{}' {})", dir_, name, weight,
+               w == where_.end() ? "does not exist"
+                                 : fmt::format("is {}", dtype_name(w->second.second->info.dtype)));
+    }
+    tensors_.emplace(name, location.second->info);
+  }
+  if (!fp8_scales_.empty() && quantization_.empty())
+    quantization_ = "FP8 (weight_scale tensors; no quantization config)";
 }
 
 std::string SafetensorsWeightSource::description() const {
-  return fmt::format("safetensors {} ({} file{}, {} tensors)", dir_, files_.size(),
-                     files_.size() == 1 ? "" : "s", where_.size());
+  return fmt::format("safetensors {} ({} file{}, {} tensors{})", dir_, files_.size(),
+                     files_.size() == 1 ? "" : "s", tensors_.size(),
+                     quantization_.empty() ? "" : ", " + quantization_);
 }
 
 void SafetensorsWeightSource::read_f32(const std::string& name, Range rows, Range cols,
@@ -400,13 +567,35 @@ void SafetensorsWeightSource::read_f32(const std::string& name, Range rows, Rang
   info(name);  // the missing-tensor error
   const auto& [file, entry] = where_.at(name);
   file->read_f32(*entry, rows, cols, out);
+  const auto fp8 = fp8_scales_.find(name);
+  if (fp8 == fp8_scales_.end()) return;
+  const Slice slice = resolve_slice(entry->info, rows, cols, file->origin());
+  const auto& [scale_file, scale_entry] = fp8->second.scale;
+  std::vector<float> scales(fp8->second.per_channel ? size_t(slice.rows()) : 1);
+  if (fp8->second.per_channel) {  // [rows] is one row of rows columns; [rows, 1] rows of one
+    const bool column = scale_entry->info.shape.size() == 2;
+    scale_file->read_f32(*scale_entry, column ? Range{slice.row_begin, slice.row_end} : Range{},
+                         column ? Range{} : Range{slice.row_begin, slice.row_end}, scales.data());
+  } else {  // a scalar ([]), [1] or [1, 1]: one value
+    scale_file->read_f32(*scale_entry, Range{}, Range{}, scales.data());
+  }
+  const size_t width = size_t(slice.cols());
+  for (int64_t r = 0; r < slice.rows(); ++r) {
+    const float s = scales[fp8->second.per_channel ? size_t(r) : 0];
+    float* row = out + size_t(r) * width;
+    for (size_t c = 0; c < width; ++c) row[c] *= s;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // SafetensorsWriter
 
 void SafetensorsWriter::add(const std::string& name, std::vector<int64_t> shape,
-                            std::vector<float> values) {
+                            std::vector<float> values, std::optional<DType> storage) {
+  PF_CHECK(
+      !storage || *storage == DType::F32 || *storage == DType::BF16 || *storage == DType::F8_E4M3,
+      "safetensors writer: tensor '{}': storage dtype {} not supported (F32, BF16, F8_E4M3)", name,
+      dtype_name(*storage));
   PF_CHECK(name != "__metadata__", "safetensors writer: '__metadata__' is not a tensor name");
   int64_t n = 1;
   for (int64_t d : shape) {
@@ -419,7 +608,7 @@ void SafetensorsWriter::add(const std::string& name, std::vector<int64_t> shape,
            "safetensors writer: tensor '{}' has shape {} ({} elements) but {} values", name,
            shape_string(shape), n, values.size());
   PF_CHECK(tensors_.count(name) == 0, "safetensors writer: tensor '{}' added twice", name);
-  tensors_[name] = Pending{std::move(shape), std::move(values)};
+  tensors_[name] = Pending{std::move(shape), std::move(values), storage};
 }
 
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) {
@@ -429,7 +618,6 @@ void SafetensorsWriter::set_metadata(const std::string& key, const std::string& 
 void SafetensorsWriter::write(const std::string& path, DType storage) const {
   PF_CHECK(storage == DType::F32 || storage == DType::BF16,
            "safetensors writer: storage dtype {} not supported (F32 or BF16)", dtype_name(storage));
-  const size_t element_size = dtype_size(storage);
   json header = json::object();
   json metadata = json::object();
   metadata["format"] = "pt";
@@ -437,8 +625,9 @@ void SafetensorsWriter::write(const std::string& path, DType storage) const {
   header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors_) {
-    const uint64_t bytes = t.values.size() * element_size;
-    header[name] = {{"dtype", std::string(dtype_name(storage))},
+    const DType dtype = t.storage.value_or(storage);
+    const uint64_t bytes = t.values.size() * dtype_size(dtype);
+    header[name] = {{"dtype", std::string(dtype_name(dtype))},
                     {"shape", t.shape},
                     {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
@@ -456,10 +645,16 @@ void SafetensorsWriter::write(const std::string& path, DType storage) const {
     out.write(reinterpret_cast<const char*>(len), 8);
     out.write(text.data(), std::streamsize(text.size()));
     std::vector<uint16_t> halves;
+    std::vector<uint8_t> codes;
     for (const auto& [name, t] : tensors_) {
-      if (storage == DType::F32) {
+      const DType dtype = t.storage.value_or(storage);
+      if (dtype == DType::F32) {
         out.write(reinterpret_cast<const char*>(t.values.data()),
                   std::streamsize(t.values.size() * 4));
+      } else if (dtype == DType::F8_E4M3) {
+        codes.resize(t.values.size());
+        for (size_t i = 0; i < t.values.size(); ++i) codes[i] = f32_to_f8_e4m3(t.values[i]);
+        out.write(reinterpret_cast<const char*>(codes.data()), std::streamsize(codes.size()));
       } else {
         halves.resize(t.values.size());
         for (size_t i = 0; i < t.values.size(); ++i) halves[i] = f32_to_bf16(t.values[i]);

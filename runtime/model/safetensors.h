@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,22 +49,48 @@ class SafetensorsFile {
 };
 
 // A directory of one model.safetensors or of shards listed by model.safetensors.index.json.
+//
+// FP8 checkpoints: an F8_E4M3 weight `P.weight` is dequantized on read with its `P.weight_scale`
+// (value = code * scale): one scale per tensor (ModelOpt: a scalar or [1]) or one per output
+// channel (compressed-tensors "channel": [rows] or [rows, 1]). The scales, the static
+// activation scales (`P.input_scale`, one value) and the FP8 KV-cache scales (`k_scale`,
+// `v_scale`) are not listed among tensors(): they belong to their weight. The checkpoint's
+// quantization config (hf_quant_config.json, or config.json's quantization_config) must name a
+// scheme read here (FP8 per tensor or per channel); block-wise FP8 and integer schemes are
+// refused by name. A missing scale, a scale of the wrong shape or dtype, is one Error naming
+// the tensor.
 class SafetensorsWeightSource : public WeightSource {
  public:
   explicit SafetensorsWeightSource(const std::string& dir);
+  // One file already open (fuzzing, tests): no quantization config, FP8 scales still bound.
+  explicit SafetensorsWeightSource(std::unique_ptr<SafetensorsFile> file);
   std::string description() const override;
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override;
+  // "" or the quantization scheme found, e.g. "FP8 (modelopt, per-tensor weight scales)".
+  const std::string& quantization() const { return quantization_; }
 
  private:
+  using Location = std::pair<const SafetensorsFile*, const SafetensorsEntry*>;
+  struct Fp8Scale {
+    Location scale;
+    bool per_channel = false;
+  };
+  void bind_fp8_scales();
+
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  std::map<std::string, std::pair<const SafetensorsFile*, const SafetensorsEntry*>> where_;
+  std::map<std::string, Location> where_;
+  std::map<std::string, Fp8Scale> fp8_scales_;  // F8_E4M3 weight -> its weight_scale
+  std::string quantization_;
 };
 
-// Writes tensors to one safetensors file (F32 or BF16 storage), sorted by name as HF does.
+// Writes tensors to one safetensors file, sorted by name as HF does. Each tensor is stored in
+// write()'s dtype (F32 or BF16) unless add() gave it its own (F32, BF16 or F8_E4M3: values are
+// rounded to the nearest code, see kernels/core/fp8.h).
 class SafetensorsWriter {
  public:
-  void add(const std::string& name, std::vector<int64_t> shape, std::vector<float> values);
+  void add(const std::string& name, std::vector<int64_t> shape, std::vector<float> values,
+           std::optional<DType> storage = std::nullopt);
   void set_metadata(const std::string& key, const std::string& value);
   void write(const std::string& path, DType storage = DType::F32) const;
 
@@ -71,6 +98,7 @@ class SafetensorsWriter {
   struct Pending {
     std::vector<int64_t> shape;
     std::vector<float> values;
+    std::optional<DType> storage;
   };
   std::map<std::string, Pending> tensors_;
   std::map<std::string, std::string> metadata_;
