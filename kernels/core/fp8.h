@@ -52,4 +52,15 @@ inline uint8_t f32_to_f8_e4m3(float x) {
   return uint8_t(sign | code);
 }
 
+// Per-channel quantization of one row as FP8 checkpoints and `--dtype fp8` do it: scale =
+// max |v| / 448 (1 for an all-zero row), code = nearest E4M3 of v / scale. Returns the scale;
+// the row's dequantized values are f8_e4m3_to_f32(code) * scale.
+inline float quantize_row_e4m3(const float* v, int64_t n, uint8_t* codes) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(v[i]));
+  const float scale = amax > 0.0f && std::isfinite(amax) ? amax / kF8E4M3Max : 1.0f;
+  for (int64_t i = 0; i < n; ++i) codes[i] = f32_to_f8_e4m3(v[i] / scale);
+  return scale;
+}
+
 }  // namespace parafuse

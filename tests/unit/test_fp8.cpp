@@ -18,6 +18,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/generate.h"
+#include "runtime/model/fp8_quantize.h"
 #include "runtime/model/model_files.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/synthetic.h"
@@ -109,13 +110,16 @@ struct Checkpoints {
       }
       const int64_t rows = info.rows(), cols = info.cols();
       const bool per_channel = scheme == Scheme::CompressedTensors;
-      std::vector<float> scales(per_channel ? size_t(rows) : 1, 0.0f);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) {
-          float& s = scales[per_channel ? size_t(r) : 0];
-          s = std::max(s, std::fabs(v[size_t(r * cols + c)]) / kF8E4M3Max);
-        }
-      std::vector<float> codes(v.size()), dequantized(v.size());
+      std::vector<float> scales, codes(v.size()), dequantized(v.size());
+      std::vector<uint8_t> row_codes(static_cast<size_t>(cols));
+      if (per_channel) {  // as --dtype fp8 quantizes at load
+        for (int64_t r = 0; r < rows; ++r)
+          scales.push_back(quantize_row_e4m3(&v[size_t(r * cols)], cols, row_codes.data()));
+      } else {  // one scale: the tensor's max |v| / 448
+        float amax = 0;
+        for (float x : v) amax = std::max(amax, std::fabs(x));
+        scales.push_back(amax / kF8E4M3Max);
+      }
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < cols; ++c) {
           const size_t i = size_t(r * cols + c);
@@ -158,15 +162,20 @@ struct Checkpoints {
   }
 };
 
-std::vector<float> logits_of(const std::string& path, const std::vector<int32_t>& tokens) {
-  const ModelFiles m = open_model(path);
+std::vector<float> logits_of(const ModelConfig& config, const WeightSource& weights,
+                             const std::vector<int32_t>& tokens) {
   auto backend = make_cpu_backend(1);
   EngineOptions eo;
   eo.kv_cache_tokens = 64;
-  Engine e(m.config, *m.weights, *backend, eo);
+  Engine e(config, weights, *backend, eo);
   e.add_sequence(0);
   SeqTokens s{0, tokens, true};
   return e.to_host(e.forward(std::span<const SeqTokens>(&s, 1)));
+}
+
+std::vector<float> logits_of(const std::string& path, const std::vector<int32_t>& tokens) {
+  const ModelFiles m = open_model(path);
+  return logits_of(m.config, *m.weights, tokens);
 }
 
 std::vector<int32_t> greedy_ids(const std::string& path, const std::vector<int32_t>& prompt) {
@@ -229,6 +238,31 @@ TEST(Fp8Checkpoint, SlicedReadsScaleTheirOwnRows) {
   fp8.weights->read_f32(name, rows, cols, a.data());
   f32.weights->read_f32(name, rows, cols, b.data());
   EXPECT_EQ(a, b);
+}
+
+// --- --dtype fp8: quantized at load ---------------------------------------------------------
+
+TEST(Fp8QuantizeAtLoad, EqualsTheCompressedTensorsCheckpointOfTheSameWeights) {
+  const Checkpoints ck(Scheme::CompressedTensors, "at_load");
+  ModelFiles m = open_model("synthetic:" + kTinyLlama + "@7");
+  const Fp8QuantizedWeights quantized(std::move(m.weights));
+  EXPECT_EQ(quantized.quantized_tensors(), 3 * 7);  // q k v o gate up down per block
+  EXPECT_EQ(quantized.info("model.layers.2.self_attn.o_proj.weight").dtype, DType::F8_E4M3);
+  EXPECT_EQ(quantized.info("model.embed_tokens.weight").dtype, DType::F32);
+  EXPECT_EQ(quantized.info("lm_head.weight").dtype, DType::F32);
+  const std::vector<int32_t> tokens = {1, 17, 42, 99, 3, 250, 7};
+  const std::vector<float> at_load = logits_of(m.config, quantized, tokens);
+  const std::vector<float> checkpoint = logits_of(ck.fp8.path.string(), tokens);
+  ASSERT_EQ(at_load.size(), checkpoint.size());
+  for (size_t i = 0; i < at_load.size(); ++i) ASSERT_EQ(at_load[i], checkpoint[i]) << i;
+  // A slice of a quantized weight is the slice of the whole (rows keep their own scale).
+  const std::string name = "model.layers.0.mlp.gate_proj.weight";
+  const std::vector<float> whole = quantized.read_all(name);
+  std::vector<float> part(size_t(4 * 10));
+  quantized.read_f32(name, Range{5, 9}, Range{20, 30}, part.data());
+  for (int64_t r = 0; r < 4; ++r)
+    for (int64_t c = 0; c < 10; ++c)
+      EXPECT_EQ(part[size_t(r * 10 + c)], whole[size_t((5 + r) * 64 + 20 + c)]);
 }
 
 // --- malformed --------------------------------------------------------------------------------
