@@ -30,6 +30,8 @@ packages=(
   python3-matplotlib                     # analysis plots
   python3-venv curl                      # serve tests: the openai client's venv, curl requests
   chromium fonts-dejavu-core             # serve tests: the chat page in headless Chromium
+  munge slurmctld slurmd slurm-client   # cluster tests: a single-node Slurm (local-slurm.sh)
+  iproute2 iputils-ping ethtool          # cluster tests: two hosts in network namespaces
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -98,9 +98,11 @@ int run_serve(ServeArgs& a, LaunchContext& launch) {
   Session s = SessionBuilder(launch, a.session).configure(configure).check(check).build();
 
   if (!s.is_root()) {
-    // mpirun passes Ctrl-C to every rank; the workers stop when rank 0 says so.
+    // mpirun passes Ctrl-C (and SIGUSR1) to every rank, scancel SIGTERM: the workers stop
+    // when rank 0 says so.
     std::signal(SIGINT, SIG_IGN);
     std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGUSR1, SIG_IGN);
     run_serve_worker(*s.engine, *s.world);
     return 0;
   }
@@ -110,7 +112,7 @@ int run_serve(ServeArgs& a, LaunchContext& launch) {
   lo.drain = std::chrono::milliseconds(int64_t(s.run.serve.drain_seconds * 1000));
   ServeLoop loop(*s.engine, s.world.get(), s.tokenizer(), *metrics, lo);
   http->serve(loop, s.tokenizer());
-  loop.run([&] {  // until SIGINT / SIGTERM
+  loop.run([&] {  // until SIGINT / SIGTERM / SIGUSR1
     fmt::print(stderr, "parafuse: serving {} on {}\n", model_name, http->url());
     std::fflush(stderr);
   });

@@ -50,6 +50,7 @@ Command add_fuse_command(CLI::App& app);      // cmd_fuse.cpp (FFN Fusion)
 Command add_bench_command(CLI::App& app);     // cmd_bench.cpp
 Command add_serve_command(CLI::App& app);     // cmd_serve.cpp
 Command add_predict_command(CLI::App& app);   // cmd_predict.cpp
+Command add_config_command(CLI::App& app);    // cmd_config.cpp (launch scripts: tasks to ask for)
 // cmd_bench_serve.cpp: `bench serve`, a subcommand of `bench` (add_bench_command adds it)
 Command add_bench_serve_command(CLI::App& bench);
 

@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
       {"analyze", add_analyze_command(app)},   {"plan", add_plan_command(app)},
       {"fuse", add_fuse_command(app)},         {"bench", add_bench_command(app)},
       {"serve", add_serve_command(app)},         {"predict", add_predict_command(app)},
+      {"config", add_config_command(app)},
   };
   std::vector<std::string> names;
   for (const auto& [name, run] : commands) names.push_back(name);
@@ -79,7 +80,16 @@ int main(int argc, char** argv) {
     for (const auto& [name, run] : commands)
       if (app.got_subcommand(name)) return run(launch);
   } catch (const SetupError& e) {
-    if (rank == 0) fmt::print(stderr, "parafuse: error: {}\n", e.what());
+    // Agreed: rank 0 speaks for every rank, naming the failing one in a job of many.
+    if (rank == 0 && mpi && mpi->size() > 1 && !e.host.empty()) {
+      const int others = e.failed_ranks - 1;
+      fmt::print(stderr, "parafuse: error on rank {} (host {}{}): {}\n", e.rank, e.host,
+                 others > 0 ? fmt::format("; {} more rank{} failed", others, others > 1 ? "s" : "")
+                            : std::string(),
+                 e.what());
+    } else if (rank == 0) {
+      fmt::print(stderr, "parafuse: error: {}\n", e.what());
+    }
     return 1;
   } catch (const Error& e) {
     fmt::print(stderr, "parafuse: error: {} ({})\n", e.what(), e.where());

@@ -38,6 +38,29 @@ std::string host_name() {
   return name;
 }
 
+// The job has exactly tp x pp ranks, as the run config says; else an error that says how many
+// to ask the launcher for, in its own words (the batch templates print this when an
+// allocation has the wrong number of tasks). The environment's count, where it gives one,
+// must match MPI's: srun without a working MPI plugin starts lone processes.
+void check_world_size(const RunConfig& run, int world_size, const LaunchEnvironment& env) {
+  const int64_t needed = int64_t(run.tp) * run.pp;
+  const bool slurm = env.launcher.rfind("Slurm", 0) == 0;
+  std::string file = run.source.substr(0, run.source.find(" + "));  // "x.yaml + command line"
+  if (file.empty() || file == "command line") file = "RUN.yaml";
+  PF_CHECK(env.world_size == 0 || env.world_size == world_size,
+           "{} started {} tasks, but MPI sees a job of {}: the ranks did not find each other "
+           "(under Slurm: srun --mpi=pmix)",
+           env.launcher, env.world_size, world_size);
+  PF_CHECK(needed == world_size,
+           "tp={} x pp={} = {} ranks, but the job has {} ({}): ask for {} ({}; `parafuse config "
+           "--world-size {}` prints the number)",
+           run.tp, run.pp, needed, world_size, env.launcher.empty() ? "no launcher" : env.launcher,
+           needed,
+           slurm ? fmt::format("srun -n {} / sbatch --ntasks={}", needed, needed)
+                 : fmt::format("mpirun -np {}", needed),
+           file);
+}
+
 // Runs `local` on every rank; if it failed anywhere, every rank throws the first failure.
 class Agreement {
  public:
@@ -58,16 +81,22 @@ class Agreement {
     std::vector<float> failed(size_t(size_), 0.0f);
     failed[size_t(rank_)] = error.empty() ? 0.0f : 1.0f;
     world_->all_reduce_sum(Tensor{failed.data(), DType::F32, 1, size_, size_});
-    int first = -1;
-    for (int r = 0; r < size_ && first < 0; ++r)
-      if (failed[size_t(r)] > 0) first = r;
+    int first = -1, count = 0;
+    for (int r = 0; r < size_; ++r) {
+      if (failed[size_t(r)] == 0) continue;
+      if (first < 0) first = r;
+      ++count;
+    }
     if (first < 0) return;
-    uint64_t length = first == rank_ ? error.size() : 0;
+    // The first failing rank's host and message, as "host\nmessage".
+    const std::string mine = first == rank_ ? host_name() + "\n" + error : std::string();
+    uint64_t length = mine.size();
     world_->broadcast_bytes(&length, sizeof(length), first);
-    std::string message(length, '\0');
-    if (first == rank_) message = error;
-    world_->broadcast_bytes(message.data(), length, first);
-    throw SetupError(message, first);
+    std::string both(length, '\0');
+    if (first == rank_) both = mine;
+    world_->broadcast_bytes(both.data(), length, first);
+    const size_t newline = both.find('\n');
+    throw SetupError(both.substr(newline + 1), first, both.substr(0, newline), count);
   }
 
   // Whether `mine` holds on every rank.
@@ -186,6 +215,7 @@ Session SessionBuilder::build() {
     PF_CHECK(mpi || run.tp * run.pp == 1,
              "tp={} x pp={} needs {} ranks: run under mpirun -np {} (or srun -n {})", run.tp,
              run.pp, run.tp * run.pp, run.tp * run.pp, run.tp * run.pp);
+    check_world_size(run, world_size, read_launch_environment());
     const LocalRank local = mpi ? mpi->local() : LocalRank{0, 1, "single process"};
     s.grid = std::make_unique<ProcessGrid>(world_size, world_rank, run.tp, run.pp, local.rank,
                                            local.size);
@@ -201,9 +231,12 @@ Session SessionBuilder::build() {
     s.backend = make_backend(run.backend, {run.dtype, s.threads, s.device});
     if (check_) check_(s);
   });
-  if (s.is_root() && !s.quiet)
-    spdlog::info("model {} (run config from {}): {}", run.model, run.source,
-                 s.files.config.summary());
+  if (s.is_root() && !s.quiet) {
+    const std::string launcher = read_launch_environment().launcher;
+    spdlog::info("{} rank{}, launched by {}; model {} (run config from {}): {}", world_size,
+                 world_size > 1 ? "s" : "", launcher.empty() ? "nobody (a lone process)" : launcher,
+                 run.model, run.source, s.files.config.summary());
+  }
   log_placement(s, s.world.get());
 
   // 2. Communicators and transport: collective calls, every rank in the same order.

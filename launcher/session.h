@@ -35,11 +35,19 @@ class MpiCollectives;
 class Collectives;
 class Transport;
 
-// A setup error every rank agrees on; `message` is the first failing rank's.
+// A setup error every rank agrees on; `message` is the first failing rank's, `rank` that rank,
+// `host` its host name, `failed_ranks` how many ranks failed (main() names them in the one line
+// it prints: "parafuse: error on rank 2 (host b): ...").
 struct SetupError : std::runtime_error {
-  SetupError(const std::string& message, int failed_rank)
-      : std::runtime_error(message), rank(failed_rank) {}
+  SetupError(const std::string& message, int failed_rank, std::string failed_host = {},
+             int failed_count = 1)
+      : std::runtime_error(message),
+        rank(failed_rank),
+        host(std::move(failed_host)),
+        failed_ranks(failed_count) {}
   int rank;
+  std::string host;
+  int failed_ranks;
 };
 
 // A running system: what the builder made, owned together (members are destroyed in reverse:

@@ -46,6 +46,18 @@ bool poll_request(MPI_Request& req, std::chrono::milliseconds timeout) {
 // Largest element count per MPI call (MPI counts are int).
 constexpr int64_t kMaxCount = int64_t(1) << 30;
 
+// Arrival notices (see MpiCollectives::announce_arrival) travel as point-to-point messages on
+// the group's own communicator, which never mixes them with its collectives. Each MpiCollectives
+// takes the next tag of a small cycle: the ranks of a group construct their MpiCollectives in
+// the same order, so two objects over one communicator (the session builder's setup "world"
+// and its successor) never read each other's notices.
+constexpr int kNoticeTagBase = 31000;
+constexpr int kNoticeTags = 512;
+int next_notice_tag() {
+  static int constructed = 0;
+  return kNoticeTagBase + (constructed++ % kNoticeTags);
+}
+
 }  // namespace
 
 // --- MpiSession ---------------------------------------------------------------------------
@@ -131,10 +143,25 @@ MpiCollectives::MpiCollectives(MPI_Comm comm, std::string name, std::vector<int>
   PF_CHECK(world_ranks_.empty() || int(world_ranks_.size()) == size_,
            "MpiCollectives '{}': {} world ranks given for a group of {}", name_,
            world_ranks_.size(), size_);
+  if (world_ranks_.empty())
+    for (int r = 0; r < size_; ++r) world_ranks_.push_back(r);
+  peer_sequence_.assign(size_t(size_), 0);
+  notice_tag_ = next_notice_tag();
+  // Announce after a quarter of the timeout (at most 0.5 s): long before anyone times out, and
+  // never for the quick calls of a healthy job.
+  notice_delay_ = std::min(std::chrono::milliseconds(500), timeout_ / 4);
 }
 
 MpiCollectives::~MpiCollectives() {
-  if (abandoned_.empty() || mpi_finalized()) return;
+  if (mpi_finalized()) return;
+  // Notices still in flight (rare: a peer that never took them) finish on their own; nothing
+  // waits for them.
+  drain_notices();
+  for (Notice& n : notices_) {
+    if (n.request != MPI_REQUEST_NULL) MPI_Request_free(&n.request);
+    (void)n.value.release();  // MPI may still read it: leaked on purpose (8 bytes per notice)
+  }
+  if (abandoned_.empty()) return;
   // Give late peers a moment; whatever is still pending after that is left to MPI_Finalize /
   // MPI_Abort (a pending collective can be neither cancelled nor freed).
   poll_until_done(std::chrono::milliseconds(200), [&] {
@@ -154,11 +181,81 @@ void MpiCollectives::reap_abandoned() {
   }
 }
 
+void MpiCollectives::announce_arrival() {
+  if (announced_ == sequence_ || size_ == 1) return;
+  announced_ = sequence_;
+  peer_sequence_[size_t(rank_)] = sequence_;
+  for (int peer = 0; peer < size_; ++peer) {
+    if (peer == rank_) continue;
+    Notice n{MPI_REQUEST_NULL, std::make_unique<uint64_t>(sequence_)};
+    // A dead peer may refuse it (MPI_ERRORS_RETURN): a diagnostic is never worth an error.
+    if (MPI_Isend(n.value.get(), 1, MPI_UINT64_T, peer, notice_tag_, comm_, &n.request) ==
+        MPI_SUCCESS)
+      notices_.push_back(std::move(n));
+  }
+}
+
+void MpiCollectives::drain_notices() {
+  for (size_t i = 0; i < notices_.size();) {
+    int done = 0;
+    if (MPI_Test(&notices_[i].request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || done) {
+      notices_.erase(notices_.begin() + std::ptrdiff_t(i));
+    } else {
+      ++i;
+    }
+  }
+  for (;;) {
+    int pending = 0;
+    MPI_Status status;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, notice_tag_, comm_, &pending, &status) != MPI_SUCCESS ||
+        !pending)
+      return;
+    uint64_t call = 0;
+    if (MPI_Recv(&call, 1, MPI_UINT64_T, status.MPI_SOURCE, notice_tag_, comm_,
+                 MPI_STATUS_IGNORE) != MPI_SUCCESS)
+      return;
+    uint64_t& seen = peer_sequence_[size_t(status.MPI_SOURCE)];
+    seen = std::max(seen, call);
+  }
+}
+
+std::string MpiCollectives::describe_missing() const {
+  std::vector<int> missing, arrived;
+  for (int r = 0; r < size_; ++r)
+    (peer_sequence_[size_t(r)] >= sequence_ ? arrived : missing).push_back(world_ranks_[size_t(r)]);
+  if (missing.empty())
+    return fmt::format(
+        "every rank of the group arrived (world ranks {}), but the collective "
+        "did not complete: the network between them is stuck",
+        fmt::join(arrived, ","));
+  return fmt::format(
+      "world rank{} {} did not arrive (stuck or dead; world rank{} {} waited "
+      "in it)",
+      missing.size() > 1 ? "s" : "", fmt::join(missing, ","), arrived.size() > 1 ? "s" : "",
+      fmt::join(arrived, ","));
+}
+
 void MpiCollectives::wait(MPI_Request& req, const char* what,
                           std::chrono::steady_clock::time_point deadline, bool uses_staging) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
-  if (poll_request(req, std::max(left, std::chrono::milliseconds(0)))) return;
+  using std::chrono::milliseconds;
+  const auto until = [](std::chrono::steady_clock::time_point t) {
+    return std::max(milliseconds(0),
+                    std::chrono::duration_cast<milliseconds>(t - std::chrono::steady_clock::now()));
+  };
+  // Quick calls: only the request. Slow ones: tell the group, and listen while waiting.
+  const auto notice_at = deadline - timeout_ + notice_delay_;
+  if (poll_request(req, std::min(until(notice_at), until(deadline)))) return;
+  const auto test_and_listen = [&] {
+    int done = 0;
+    PF_MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+    drain_notices();
+    return done != 0;
+  };
+  announce_arrival();
+  if (poll_until_done(until(deadline), test_and_listen)) return;
+  // Timed out. The ranks that waited too have told us so by now (they announce after
+  // notice_delay_); give late notices one more notice_delay_ to come in.
+  if (poll_until_done(notice_delay_, test_and_listen)) return;
   Abandoned parked{req, {}, {}};
   if (uses_staging) {
     parked.staging = std::exchange(staging_, {});
@@ -166,12 +263,13 @@ void MpiCollectives::wait(MPI_Request& req, const char* what,
   }
   abandoned_.push_back(std::move(parked));
   req = MPI_REQUEST_NULL;
-  PF_THROW("{} on {} (world ranks {}) did not complete within {}: a peer is stuck or dead", what,
-           name_, fmt::join(world_ranks_, ","), describe_timeout(timeout_));
+  PF_THROW("{} #{} on {} (world ranks {}) did not complete within {}: {}", what, sequence_, name_,
+           fmt::join(world_ranks_, ","), describe_timeout(timeout_), describe_missing());
 }
 
 void MpiCollectives::all_reduce_sum(const Tensor& t) {
   CollectiveTimer timer(stats_);
+  ++sequence_;
   ++stats_.all_reduce_calls;
   PF_CHECK(t.dtype == DType::F32, "all_reduce on {}: supports F32 tensors, got {}", name_,
            dtype_name(t.dtype));
@@ -201,6 +299,7 @@ void MpiCollectives::all_reduce_sum(const Tensor& t) {
 
 void MpiCollectives::all_gather_rows(const Tensor& local, const Tensor& out) {
   CollectiveTimer timer(stats_);
+  ++sequence_;
   ++stats_.all_gather_calls;
   PF_CHECK(local.dtype == out.dtype && local.cols == out.cols && out.rows == local.rows * size_,
            "all_gather on {}: out ({}, {}) {} must be ({} ranks x {} rows, {}) {}", name_, out.rows,
@@ -240,6 +339,7 @@ void MpiCollectives::all_gather_rows(const Tensor& local, const Tensor& out) {
 
 void MpiCollectives::broadcast_bytes(void* data, size_t bytes, int root) {
   CollectiveTimer timer(stats_);
+  ++sequence_;
   ++stats_.broadcast_calls;
   PF_CHECK(0 <= root && root < size_, "broadcast on {}: root {} is outside the group of {}", name_,
            root, size_);
@@ -257,6 +357,7 @@ void MpiCollectives::broadcast_bytes(void* data, size_t bytes, int root) {
 
 void MpiCollectives::barrier() {
   CollectiveTimer timer(stats_);
+  ++sequence_;
   ++stats_.barrier_calls;
   reap_abandoned();
   MPI_Request req = MPI_REQUEST_NULL;

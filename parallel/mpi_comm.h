@@ -93,6 +93,24 @@ class MpiCollectives : public Collectives {
   void wait(MPI_Request& req, const char* what, std::chrono::steady_clock::time_point deadline,
             bool uses_staging = false);
   void reap_abandoned();
+  // Who reached this call, for the timeout's message. A rank whose wait in call #n passes
+  // notice_delay_ tells the other ranks of the group "I am in #n" (a small point-to-point
+  // message on a tag of its own); a rank whose wait times out announces itself too, gathers the
+  // notices for a short grace, and names the ranks that sent none: the ones that did not arrive.
+  // Fast calls send nothing, so this costs nothing in the steady state.
+  void announce_arrival();
+  void drain_notices();
+  std::string describe_missing() const;
+  uint64_t sequence_ = 0;                // calls made on this group (every rank counts alike)
+  uint64_t announced_ = 0;               // the last call this rank announced
+  std::vector<uint64_t> peer_sequence_;  // the last call each group rank announced
+  struct Notice {
+    MPI_Request request;
+    std::unique_ptr<uint64_t> value;  // the send buffer, alive until the send completes
+  };
+  std::vector<Notice> notices_;  // sends in flight
+  int notice_tag_ = 0;
+  std::chrono::milliseconds notice_delay_{0};
   // MPI cannot cancel or free a pending collective, so one that timed out stays posted: it
   // completes if the late peer ever posts the matching call (tests do), else it dies with the
   // job (main() aborts after an Error). Its staging memory lives here until then.

@@ -1,6 +1,7 @@
 #include "runtime/serve/http_server.h"
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <ctime>
 #include <deque>
@@ -101,15 +102,27 @@ struct HttpServer::Impl {
   int port = 0;
 
   void accept();
-  // SIGINT / SIGTERM: the first drains the loop, a second aborts what is left.
+  // SIGINT / SIGTERM / SIGUSR1: the first drains the loop, a second aborts what is left. One
+  // stop often arrives twice (scancel signals the task and srun forwards the same signal;
+  // mpirun forwards Ctrl-C that the terminal also sent): a signal within a second of the first
+  // is that stop.
+  std::chrono::steady_clock::time_point first_signal;
   void wait_for_signal() {
     signals.async_wait([this](beast::error_code e, int signal) {
       if (e) return;
-      spdlog::info("serve: signal {}: {}", signal,
-                   stop_requested ? "aborting the requests still running"
-                                  : "draining (a second Ctrl-C aborts)");
-      stop_requested = true;
-      if (ServeLoop* l = loop.load()) l->stop();
+      const auto now = std::chrono::steady_clock::now();
+      if (!stop_requested) {
+        first_signal = now;
+        spdlog::info("serve: signal {}: draining (a second Ctrl-C aborts)", signal);
+        stop_requested = true;
+        if (ServeLoop* l = loop.load()) l->stop();
+      } else if (now - first_signal < std::chrono::seconds(1)) {
+        spdlog::info("serve: signal {} again within a second: the same stop, still draining",
+                     signal);
+      } else {
+        spdlog::info("serve: signal {}: aborting the requests still running", signal);
+        if (ServeLoop* l = loop.load()) l->stop();
+      }
       wait_for_signal();
     });
   }
@@ -347,6 +360,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (d.finish != FinishReason::None) {
         event(chunk_json(head_, "", {}, d.finish));
         if (include_usage_) event(usage_chunk_json(head_, d.usage));
+        // Cancelled with the client still here: the drain ran out (the server is stopping).
+        // The stream ends with an error event in the API's error shape, then [DONE].
+        if (d.finish == FinishReason::Cancelled)
+          event(error_json(ApiError(503,
+                                    "the server is shutting down: the request did not finish "
+                                    "within serve.drain_seconds and was cancelled",
+                                    "", "shutting_down")));
         event("[DONE]");
         queue("0\r\n\r\n");  // the last chunk of the chunked body
         end_generation();
@@ -492,6 +512,9 @@ HttpServer::HttpServer(const HttpServerOptions& options, Metrics& metrics,
   s.port = s.acceptor.local_endpoint().port();
   s.signals.add(SIGINT);
   s.signals.add(SIGTERM);
+  // Open MPI's mpirun ends the job on SIGTERM itself but forwards SIGUSR1 to every rank:
+  // `kill -USR1 <mpirun>` drains a server started by mpirun.
+  s.signals.add(SIGUSR1);
   s.wait_for_signal();
   s.accept();
   for (int i = 0; i < std::max(1, s.options.threads); ++i)

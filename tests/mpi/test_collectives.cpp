@@ -197,9 +197,10 @@ TEST(MpiCollectives, CountsEveryCallAndItsBytes) {
 }
 
 // Rank 1 skips the all-reduce: every other rank must get an Error naming the collective, the
-// group's ranks and the timeout, after about the timeout. Then rank 1 posts the matching
-// all-reduce late, so the abandoned requests of the others complete too (MPI can neither
-// cancel nor free a pending collective) and the group is consistent again for the barrier.
+// group's ranks, the timeout and rank 1 as the one that did not arrive, after about the
+// timeout. Then rank 1 posts the matching all-reduce late, so the abandoned requests of the
+// others complete too (MPI can neither cancel nor free a pending collective) and the group is
+// consistent again for the barrier.
 TEST(MpiCollectives, MissingRankTimesOutWithAClearError) {
   WorldGroup world;
   const milliseconds timeout(1500);
@@ -222,10 +223,14 @@ TEST(MpiCollectives, MissingRankTimesOutWithAClearError) {
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ASSERT_TRUE(message.has_value()) << "all_reduce returned without rank 1";
-    std::string ranks = "0";
+    std::string ranks = "0", waiting = "0";
     for (int r = 1; r < n; ++r) ranks += "," + std::to_string(r);
-    EXPECT_THAT(*message, HasSubstr("all_reduce on world (world ranks " + ranks +
-                                    ") did not complete within 1.5 s: a peer is stuck or dead"));
+    for (int r = 2; r < n; ++r) waiting += "," + std::to_string(r);
+    // The collective, its place in the group's sequence, the group, and who did not arrive.
+    EXPECT_THAT(*message, HasSubstr("all_reduce #1 on world (world ranks " + ranks +
+                                    ") did not complete within 1.5 s: world rank 1 did not "
+                                    "arrive (stuck or dead; world rank" +
+                                    std::string(n > 2 ? "s " : " ") + waiting + " waited in it)"));
     EXPECT_GE(waited, 1.4);
     EXPECT_LT(waited, 3.0);
     EXPECT_EQ(c.stats().all_reduce_calls, 1);

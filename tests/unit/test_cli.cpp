@@ -71,10 +71,10 @@ TEST(Cli, UnknownCommandIsNamed) {
                      "them)");
   expect_usage_error("train",
                      "unknown command 'train'; the commands are generate, eval-ppl, "
-                     "analyze, plan, fuse, bench, serve, predict");
+                     "analyze, plan, fuse, bench, serve, predict, config");
   expect_usage_error("",
                      "no command given; the commands are generate, eval-ppl, analyze, plan, "
-                     "fuse, bench, serve, predict (parafuse --help)");
+                     "fuse, bench, serve, predict, config (parafuse --help)");
 }
 
 // `fuse --bench` loads the fused checkpoint back onto the session's backend and times both

@@ -145,7 +145,8 @@ TEST(ParallelErrors, WrongRankCountSaysWhatItNeeds) {
   const CliResult r = run_cli("generate -q -m " + kTinyNas + " --prompt-ids 1 --tp 2 --pp 2",
                               kMpirun + " -np 3 " + PF_BINARY);
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.err, HasSubstr("mpirun -np 3"));
+  EXPECT_THAT(r.err, HasSubstr("tp=2 x pp=2 = 4 ranks, but the job has 3 (Open MPI): ask for 4 "
+                               "(mpirun -np 4; `parafuse config --world-size RUN.yaml` prints"));
   EXPECT_EQ(count_lines_with(r.err, "parafuse: error"), 1) << r.err;
 }
 
