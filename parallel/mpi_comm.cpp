@@ -226,7 +226,7 @@ std::string MpiCollectives::describe_missing() const {
   if (missing.empty())
     return fmt::format(
         "every rank of the group arrived (world ranks {}), but the collective "
-        "did not complete: the network between them is stuck",
+        "did not complete: a rank stopped inside it, or the network between them is stuck",
         fmt::join(arrived, ","));
   return fmt::format(
       "world rank{} {} did not arrive (stuck or dead; world rank{} {} waited "

@@ -107,8 +107,12 @@ def wedge_test(launcher, slurm, folder, timeout):
         config = write_config(folder, collective_seconds=10)
         victim = 3
         # the all-reduce of a block or the all-gather of the vocab-parallel LM head
+        # Rank 3 is usually stopped between collectives ("did not arrive"); on a loaded machine
+        # it may have announced itself in a slow call and been stopped inside it.
         expected = (r"(all_reduce|all_gather) #\d+ on tp group of stage 1 \(world ranks 2,3\) "
-                    r"did not complete within 10\.0 s: world rank 3 did not arrive[^\n]*")
+                    r"did not complete within 10\.0 s: (world rank 3 did not arrive|every rank "
+                    r"of the group arrived \(world ranks 2,3\), but the collective did not "
+                    r"complete: a rank stopped inside it)[^\n]*")
     else:
         ranks = 2
         config = write_config(folder, tp=1, collective_seconds=30, transport_seconds=10)
