@@ -1,12 +1,19 @@
 // Prefill and decode throughput of one model on one rank: tokens/s for a prompt of P tokens
 // (one forward, chunked by --max-batch-tokens) and for batch-1 decode, each the median of
-// --reps runs after one warm-up. Prints a table and writes JSON (--json).
+// --reps runs after one warm-up. Beside decode it prints the memory bandwidth decode reaches —
+// the weight bytes one step reads (Engine::weight_bytes_per_token) over the step time — as a
+// fraction of a copy bandwidth measured in the same run with the same number of threads
+// (memcpy of buffers larger than the caches, STREAM's convention: bytes read + bytes written).
+// Prints a table and writes JSON (--json).
 //
 //   build/bench/bench_tokens                          SmolLM2-135M, 1 thread, 512-token prefill
+//   build/bench/bench_tokens --weight-dtype f32       the same with every weight converted to F32
 //   build/bench/bench_tokens -m synthetic:CFG.json --threads 2 --json out.json
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <fstream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -31,20 +38,46 @@ double now() {
       .count();
 }
 
+// Copy bandwidth in bytes/s (read + written) with `threads` threads, each copying its slice of
+// a `bytes` buffer; the best of a few rounds after a warm-up.
+double copy_bandwidth(int threads, size_t bytes) {
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  double best = 0.0;
+  for (int round = 0; round < 6; ++round) {
+    const double t0 = now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        const size_t begin = bytes * size_t(t) / size_t(threads);
+        const size_t end = bytes * size_t(t + 1) / size_t(threads);
+        std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+      });
+    }
+    for (std::thread& th : pool) th.join();
+    const double seconds = now() - t0;
+    if (round > 0) best = std::max(best, 2.0 * double(bytes) / seconds);
+  }
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string model = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   int threads = 1, prefill = 512, decode = 64, reps = 3;
   int64_t max_batch_tokens = 512;
-  std::string json_path, backend_name = "cpu";
+  std::string json_path, backend_name = "cpu", weight_dtype = "auto";
   CLI::App app{"parafuse prefill/decode throughput on one rank"};
   app.add_option("-m,--model", model, "Model path (see parafuse generate --help)")
       ->capture_default_str();
   app.add_option("--backend", backend_name, "Backend")
       ->capture_default_str()
       ->check(CLI::IsMember(backend_names()));
-  app.add_option("--threads", threads, "BLAS threads")->capture_default_str();
+  app.add_option("--threads", threads, "Backend threads")->capture_default_str();
+  app.add_option("--weight-dtype", weight_dtype,
+                 "auto: weights in the file's format where the backend takes it; f32: all F32")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "f32"}));
   app.add_option("--prefill", prefill, "Prompt tokens")->capture_default_str();
   app.add_option("--decode", decode, "Decode steps at batch 1")->capture_default_str();
   app.add_option("--reps", reps, "Timed repetitions (median reported)")->capture_default_str();
@@ -54,7 +87,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     ModelFiles m = open_model(model);
-    auto backend = make_backend(backend_name, {"auto", threads, 0});
+    auto backend = make_backend(backend_name, {"auto", threads, 0, weight_dtype == "auto"});
     EngineOptions eo;
     eo.kv_cache_tokens = prefill + decode + 16;
     eo.max_batch_tokens = max_batch_tokens;
@@ -89,16 +122,30 @@ int main(int argc, char** argv) {
       }
     }
     const double p = median(prefill_s), d = median(decode_s);
+    const double weight_bytes = double(engine.weight_bytes_per_token());
+    const double decode_bandwidth = weight_bytes / (d / decode);
+    const double copy = copy_bandwidth(threads, size_t(256) << 20);
     fmt::print("model     {}\n", model);
-    fmt::print("backend   {} ({} thread{})\n", backend->name(), threads, threads == 1 ? "" : "s");
+    fmt::print("backend   {} ({} thread{}), weights {} ({:.1f} MB read per decode step)\n",
+               backend->name(), threads, threads == 1 ? "" : "s", weight_dtype,
+               weight_bytes / 1e6);
     fmt::print("{:<10} {:>8} {:>12} {:>12}\n", "phase", "tokens", "seconds", "tokens/s");
     fmt::print("{:<10} {:>8} {:>12.4f} {:>12.1f}\n", "prefill", prefill, p, prefill / p);
     fmt::print("{:<10} {:>8} {:>12.4f} {:>12.1f}\n", "decode", decode, d, decode / d);
+    fmt::print("decode weight bandwidth {:.2f} GB/s = {:.0f}% of copy bandwidth {:.2f} GB/s "
+               "(read + write, {} thread{})\n",
+               decode_bandwidth / 1e9, 100.0 * decode_bandwidth / copy, copy / 1e9, threads,
+               threads == 1 ? "" : "s");
     if (!json_path.empty()) {
       nlohmann::json j = {{"benchmark", "bench_tokens"},
                           {"model", model},
                           {"backend", std::string(backend->name())},
                           {"threads", threads},
+                          {"weight_dtype", weight_dtype},
+                          {"weight_bytes_per_token", weight_bytes},
+                          {"decode_weight_bandwidth_bytes_per_s", decode_bandwidth},
+                          {"copy_bandwidth_bytes_per_s", copy},
+                          {"decode_bandwidth_fraction_of_copy", decode_bandwidth / copy},
                           {"reps", reps},
                           {"prefill", {{"tokens", prefill}, {"seconds_median", p},
                                        {"tokens_per_s", prefill / p}, {"seconds_all", prefill_s}}},

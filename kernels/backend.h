@@ -3,8 +3,10 @@
 // Built the ggml-backend way: one small interface, an explicit supports() query, and a CPU
 // implementation (kernels/cpu) that is the reference every other backend is tested against op
 // by op (tests/unit/test_backend_ops.cpp). Everything is a row-major 2-D Tensor view; the
-// caller owns the shapes and the backend asserts them. Weights are stored in weight_dtype(),
-// activations in activation_dtype(); logits are always F32.
+// caller owns the shapes and the backend asserts them. Weights are stored in weight_dtype(), or
+// in a file's own format where supports_weight() says the backend multiplies by it directly
+// (block-quantized Q8_0 / Q4_0 / Q4_1, F16, BF16 on the CPU backend); activations are in
+// activation_dtype(); logits are always F32.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +21,8 @@
 namespace parafuse {
 
 // A non-owning row-major view: `rows` x `cols` elements, row r starting `row_stride` elements
-// after row r-1 (row_stride == cols when contiguous).
+// after row r-1 (row_stride == cols when contiguous). For a block-quantized dtype, cols,
+// row_stride and column views are whole 32-element blocks (dtype_row_bytes).
 struct Tensor {
   void* data = nullptr;
   DType dtype = DType::F32;
@@ -30,7 +33,7 @@ struct Tensor {
   bool empty() const { return data == nullptr; }
   int64_t numel() const { return rows * cols; }
   bool contiguous() const { return row_stride == cols; }
-  size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
+  size_t bytes() const { return size_t(rows) * dtype_row_bytes(dtype, cols); }
   Tensor rows_view(int64_t begin, int64_t end) const;  // rows [begin, end)
   Tensor cols_view(int64_t begin, int64_t end) const;  // cols [begin, end), strided
   float* f32() const { return static_cast<float*>(data); }
@@ -114,6 +117,14 @@ class Backend {
   Tensor alloc_tensor(Buffer& owner, DType dtype, int64_t rows, int64_t cols);
   // host F32 (rows*cols, contiguous) -> dst, converting to dst.dtype.
   virtual void upload_f32(const float* host, const Tensor& dst) = 0;
+  // Whether gemm() takes weights `w` stored as `dtype` (the weight_dtype() always; file formats
+  // where the backend multiplies by them directly). Loaders keep a weight in its file's format
+  // only where this holds, and convert it to weight_dtype() otherwise.
+  virtual bool supports_weight(DType dtype) const { return dtype == weight_dtype(); }
+  // host bytes in dst.dtype's own storage format (rows x dtype_row_bytes(cols), contiguous)
+  // -> dst; dst.dtype must be a supports_weight() type. The default goes through F32 and
+  // upload_f32 (exact for F16 / BF16 into a tensor of that dtype).
+  virtual void upload_weight(const void* host, const Tensor& dst);
   // host I32 -> dst (I32)
   virtual void upload_i32(const int32_t* host, const Tensor& dst) = 0;
   // src -> host F32 (rows*cols, contiguous), converting from src.dtype.
@@ -122,7 +133,8 @@ class Backend {
   virtual void synchronize() = 0;
 
   // --- ops (shapes in comments: (rows, cols)) -----------------------------------------------
-  // y (m,n) = x (m,k) * w (n,k)^T + beta * y. w is a weight in HF (out, in) layout.
+  // y (m,n) = x (m,k) * w (n,k)^T + beta * y. w is a weight in HF (out, in) layout, of
+  // weight_dtype() or any supports_weight() type.
   virtual void gemm(const Tensor& x, const Tensor& w, const Tensor& y, float beta = 0.0f) = 0;
   // y (m,d) = x / rms(x) * weight (1,d); an empty weight means all ones.
   virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) = 0;

@@ -18,10 +18,14 @@ namespace {
 std::vector<BackendInfo>& registry() {
   static std::vector<BackendInfo> backends = {{
       .name = "cpu",
-      .summary = "the reference backend: f32 on the host, OpenBLAS GEMM",
+      .summary = "the reference backend: f32 on the host, weights f32 or as stored "
+                 "(q8_0, q4_0, q4_1, f16, bf16), SIMD GEMV, OpenBLAS GEMM",
       .dtypes = {"f32"},
       .device_count = [](std::string*) { return 1; },
-      .make = [](const BackendOptions& o) { return make_cpu_backend(o.threads); },
+      .make =
+          [](const BackendOptions& o) {
+            return make_cpu_backend(CpuBackendOptions{o.threads, o.native_weights, "best"});
+          },
   }};
   return backends;
 }

@@ -22,6 +22,9 @@ struct BackendOptions {
   std::string dtype = "auto";  // compute dtype; "auto" is the backend's first (native) dtype
   int threads = 1;             // host threads for the backend's CPU work (cpu: BLAS threads)
   int device = 0;              // device index on this node (device backends; cpu ignores it)
+  // Weights in their file's format where the backend multiplies by it (Backend::supports_weight);
+  // false: every weight converted to the backend's weight_dtype() (the reference path).
+  bool native_weights = true;
 };
 
 struct BackendInfo {

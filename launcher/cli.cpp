@@ -126,8 +126,14 @@ void add_run_config_options(CLI::App& cmd, RunConfigOverrides& o) {
                        "backend's own",
                        fmt::join(backend_dtypes(), ", ")),
            d.dtype, choice_flag(backend_dtypes()));
+  key_flag(cmd, "--weight-dtype", o.weight_dtype,
+           "How weights are kept (weight_dtype): auto, in the file's format where the backend "
+           "multiplies by it (cpu: q8_0, q4_0, q4_1, f16, bf16); f32, all converted (reference); "
+           "fp8, block linear weights quantized at load to FP8 E4M3 per output channel (the "
+           "cpu computes with their values: the FP8 reference)",
+           d.weight_dtype, choice_flag(weight_dtype_choices()));
   key_flag(cmd, "--threads", o.threads,
-           "CPU threads for BLAS per rank (threads); 0: all cores for a single process, 1 per "
+           "CPU threads per rank, for every op (threads); 0: all cores for a single process, 1 per "
            "rank under mpirun/srun",
            d.threads, int_flag(kNonNegativeInt));
   cmd.add_option(
@@ -173,6 +179,7 @@ RunConfig resolve_run_config(const RunConfigOverrides& o) {
   apply(o.pp_split, c.pp_split);
   apply(o.backend, c.backend);
   apply(o.dtype, c.dtype);
+  apply(o.weight_dtype, c.weight_dtype);
   apply(o.threads, c.threads);
   apply(o.fusion_plan, c.fusion_plan);
   apply(o.kv_cache_tokens, c.batch.kv_cache_tokens);

@@ -35,6 +35,7 @@ struct RunConfigOverrides {
   std::optional<std::string> transport;      // --transport
   std::optional<std::string> backend;        // --backend
   std::optional<std::string> dtype;          // --dtype
+  std::optional<std::string> weight_dtype;   // --weight-dtype
   std::optional<int> threads;                // --threads
   std::optional<std::string> fusion_plan;    // --fusion-plan
   std::optional<int64_t> kv_cache_tokens;    // --kv-cache-tokens

@@ -14,6 +14,17 @@
 namespace parafuse {
 namespace {
 
+// This process's peak resident memory (VmHWM of /proc/self/status; 0 where there is none).
+// Not getrusage: after exec it also remembers the peak of the process that forked us.
+size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return size_t(std::stoull(line.substr(6))) * 1024;  // kB
+  }
+  return 0;
+}
+
 struct GenerateArgs {
   SessionFlags session;
   std::string prompt;
@@ -119,10 +130,10 @@ int run_generate(GenerateArgs& a, LaunchContext& launch) {
       const double n = double(r.ids.size());
       fmt::print(stderr,
                  "prompt {} tokens in {:.3f}s ({:.1f} tok/s); generated {} tokens in {:.3f}s "
-                 "({:.1f} tok/s){}\n",
+                 "({:.1f} tok/s){}; peak memory {:.1f} MB\n",
                  prompt.size(), r.prefill_seconds, double(prompt.size()) / r.prefill_seconds,
                  r.ids.size(), r.decode_seconds, r.decode_seconds > 0 ? n / r.decode_seconds : 0.0,
-                 r.stopped ? ", stopped at end of sequence" : "");
+                 r.stopped ? ", stopped at end of sequence" : "", double(peak_rss_bytes()) / 1e6);
     }
   }
   return 0;

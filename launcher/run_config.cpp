@@ -103,6 +103,10 @@ void read_timeouts(const ConfigMap& timeouts, RunConfig::Timeouts& t) {
 
 }  // namespace
 
+std::vector<std::string> weight_dtype_choices() {
+  return {"auto", "f32", "fp8"};
+}
+
 RunConfig parse_run_config(const std::string& yaml_text, const std::string& origin) {
   const ConfigDocument document = ConfigDocument::from_yaml(yaml_text, origin, UnknownKeys::Refuse);
   RunConfig c;
@@ -115,6 +119,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& orig
   if (auto v = top.get("parallel")) read_parallel(v->map(), c, pp_split_value);
   if (auto v = top.get("backend")) c.backend = v->choice(backend_names());
   if (auto v = top.get("dtype")) c.dtype = v->choice(backend_dtypes());
+  if (auto v = top.get("weight_dtype")) c.weight_dtype = v->choice(weight_dtype_choices());
   if (auto v = top.get("threads")) c.threads = int(v->integer(kNonNegativeInt));
   if (auto v = top.get("fusion_plan"))
     c.fusion_plan = v->text("a fusion plan file (parafuse plan)");
@@ -156,6 +161,7 @@ void check_run_config(const RunConfig& c) {
   PF_CHECK(problem.empty(), "pp_split (--pp-split or parallel.pp_split) {}", problem);
   check_choice(c.backend, "backend", backend_names());
   check_choice(c.dtype, "dtype", backend_dtypes());
+  check_choice(c.weight_dtype, "weight_dtype", weight_dtype_choices());
   check_int(c.threads, "threads", kNonNegativeInt);
   check_int(c.batch.max_batch_tokens, "batch.max_batch_tokens", kPositiveInt64);
   check_int(c.batch.kv_cache_tokens, "batch.kv_cache_tokens", kPositiveInt64);

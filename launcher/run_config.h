@@ -28,6 +28,11 @@ struct RunConfig {
 
   std::string backend = "cpu";  // one of backend_names() (kernels/backend_registry.h)
   std::string dtype = "auto";   // auto, or a dtype of the backend (backend_dtypes())
+  // auto: weights stay in their file's format where the backend multiplies by it (cpu:
+  // q8_0/q4_0/q4_1/f16/bf16); f32: every weight converted (the reference path).
+  // fp8: block linear weights quantized at load to FP8 E4M3, one scale per output channel
+  // (runtime/model/fp8_quantize.h).
+  std::string weight_dtype = "auto";
   int threads = 0;              // BLAS threads per rank; 0: auto
   // A fusion plan (parafuse plan) to run the unfused model in parallel-FFN mode; empty: none.
   std::string fusion_plan;
@@ -78,6 +83,9 @@ RunConfig load_run_config(const std::string& path);
 
 // The same for YAML text; `origin` names it in messages ("configs/x.yaml", "<test>").
 // Empty text (or only comments) is a valid all-defaults config.
+// What `weight_dtype:` and --weight-dtype accept: auto, f32.
+std::vector<std::string> weight_dtype_choices();
+
 RunConfig parse_run_config(const std::string& yaml_text, const std::string& origin);
 
 // Cross-key checks that hold for any finished config (pp_split against pp); parse_run_config

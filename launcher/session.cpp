@@ -16,6 +16,7 @@
 #include "parallel/staged_collectives.h"
 #include "parallel/transport.h"
 #include "runtime/fusion/fusion_plan.h"
+#include "runtime/model/fp8_quantize.h"
 
 namespace parafuse {
 namespace {
@@ -228,7 +229,10 @@ Session SessionBuilder::build() {
     PF_CHECK(devices > 0, "backend '{}': no device on this node: {}", run.backend, why);
     s.device = s.grid->device(devices);
     s.files = open_model(run.model);
-    s.backend = make_backend(run.backend, {run.dtype, s.threads, s.device});
+    if (run.weight_dtype == "fp8")  // every rank quantizes its own slices, the same way
+      s.files.weights = std::make_unique<Fp8QuantizedWeights>(std::move(s.files.weights));
+    s.backend =
+        make_backend(run.backend, {run.dtype, s.threads, s.device, run.weight_dtype == "auto"});
     if (check_) check_(s);
   });
   if (s.is_root() && !s.quiet) {

@@ -1,10 +1,21 @@
-// The CPU backend: the slow, readable reference every other backend is tested against.
+// The CPU backend: the readable reference every other backend is tested against, and a fast
+// path for running models on a laptop.
 //
-// F32 weights and activations only (plus I32 token ids and positions); anything else is
-// rejected with an Error naming the op and the dtype. GEMM goes to OpenBLAS (cblas_sgemm); every
-// other op is a plain loop written so that -O2 vectorizes its inner dimension. Memory is host
-// memory aligned to 64 bytes. The sources are split by op family:
-//   cpu_memory_gemm.cpp   memory, upload/download, copy, gemm
+// Activations are F32 (plus I32 token ids and positions). Weights are F32, or stay in their
+// file's format — Q8_0, Q4_0, Q4_1, F16, BF16 — where supports_weight() says so (the loaders then
+// upload them with upload_weight(), no F32 copy); `native_weights = false` keeps every weight F32
+// (the reference path tests compare against). gemm runs decode-sized products (m <= 8) as
+// matrix-vector products straight from the stored format with SIMD kernels picked at run time
+// (AVX-512 VNNI, AVX2 or plain C++: cpu_kernels.h), and prefill-sized ones as F32 tiles through
+// OpenBLAS sgemm. Every op runs on one thread pool of `threads` threads (thread_pool.h): GEMV
+// over output rows, attention over (row, head) pairs, the row-wise ops over rows or columns,
+// sampling over rows; OpenBLAS itself is set to one thread, since the pool's threads call it.
+// Memory is host memory aligned to 64 bytes. The sources are split by op family:
+//   cpu_memory_gemm.cpp   construction, memory, upload/download, copy
+//   cpu_gemm.cpp          gemm: GEMV path and tiled sgemm path
+//   cpu_kernels.{h,cpp}   the kernel sets (dot products, quantize, dequantize) and their choice;
+//   cpu_gemv_x86.inc      their AVX2 / AVX-512 code, built by cpu_gemv_avx2/avx512.cpp
+//   thread_pool.{h,cpp}   the pool
 //   cpu_elementwise.cpp   rmsnorm, rope, swiglu, add, embedding
 //   cpu_attention.cpp     kv_store, paged causal GQA attention (online softmax)
 //   cpu_sampling.cpp      greedy / temperature / top-k / top-p sampling
@@ -12,27 +23,46 @@
 
 #include <initializer_list>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/core/quant.h"
 
 namespace parafuse {
 
+class ThreadPool;
+namespace cpu_kernels {
+struct KernelSet;
+}
+
+struct CpuBackendOptions {
+  int threads = 1;             // the pool's threads (the caller's thread is one of them)
+  bool native_weights = true;  // keep Q8_0/Q4_0/Q4_1/F16/BF16 weights as they are stored
+  std::string isa = "best";    // kernel set: best, avx512-vnni, avx2, generic (cpu_kernels.h)
+};
+
 class CpuBackend final : public Backend {
  public:
-  // `threads` is handed to OpenBLAS (openblas_set_num_threads, a process-wide setting); the
-  // other ops run on the calling thread.
   explicit CpuBackend(int threads = 1);
+  explicit CpuBackend(const CpuBackendOptions& options);
+  ~CpuBackend() override;
 
   std::string_view name() const override { return "cpu"; }
   // F32 for every op; Copy also moves I32 tensors.
   bool supports(Op op, DType dtype) const override;
   DType weight_dtype() const override { return DType::F32; }
   DType activation_dtype() const override { return DType::F32; }
+  // F32 always; F16, BF16, Q8_0, Q4_0, Q4_1 unless native_weights is off.
+  bool supports_weight(DType dtype) const override;
   int threads() const { return threads_; }
+  const char* isa() const;  // the kernel set in use
+  ThreadPool& pool() { return *pool_; }
 
   Buffer alloc(size_t bytes) override;
   void upload_f32(const float* host, const Tensor& dst) override;
+  void upload_weight(const void* host, const Tensor& dst) override;
   void upload_i32(const int32_t* host, const Tensor& dst) override;
   void download_f32(const Tensor& src, float* host) override;
   void copy(const Tensor& src, const Tensor& dst) override;
@@ -55,9 +85,14 @@ class CpuBackend final : public Backend {
 
  private:
   int threads_ = 1;
+  bool native_weights_ = true;
+  std::unique_ptr<ThreadPool> pool_;
+  const cpu_kernels::KernelSet* kernels_ = nullptr;
+  std::vector<ActivationBlock> activation_scratch_;  // gemm's quantized activation rows
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 1);
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options);
 
 namespace cpu_detail {
 // The CPU sources' dtype check (F32 or I32, per tensor); throws an Error naming the op. The

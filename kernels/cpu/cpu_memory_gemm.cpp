@@ -1,15 +1,16 @@
-// CPU backend: construction, memory, host transfers, copy and GEMM (OpenBLAS).
+// CPU backend: construction, memory, host transfers and copy.
 //
 // Host memory is the device memory here, so upload/download are row-by-row memcpy that honour
-// the tensor's row_stride. GEMM is one cblas_sgemm call: row-major x (m,k) times w (n,k)^T,
-// strides passed as lda/ldb/ldc so strided views need no copies.
-#include <cblas.h>  // cblas_sgemm, openblas_set_num_threads (OpenBLAS's cblas.h)
+// the tensor's row_stride (weights in a block format: whole rows of blocks).
+#include <cblas.h>  // openblas_set_num_threads (OpenBLAS's cblas.h)
 
 #include <cstdlib>
 #include <cstring>
 
 #include "kernels/core/error.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/op_checks.h"
 
 namespace parafuse {
@@ -30,18 +31,56 @@ void require_tensors(Op op, std::initializer_list<TensorArg> tensors) {
 
 using namespace cpu_detail;
 
-CpuBackend::CpuBackend(int threads) : threads_(threads) {
-  PF_CHECK(threads >= 1, "cpu backend: threads must be >= 1, got {}", threads);
-  openblas_set_num_threads(threads);
+CpuBackend::CpuBackend(int threads) : CpuBackend(CpuBackendOptions{threads, true, "best"}) {}
+
+CpuBackend::CpuBackend(const CpuBackendOptions& options)
+    : threads_(options.threads), native_weights_(options.native_weights) {
+  PF_CHECK(options.threads >= 1, "cpu backend: threads must be >= 1, got {}", options.threads);
+  if (options.isa == "best") {
+    kernels_ = &cpu_kernels::best_kernels();
+  } else {
+    kernels_ = cpu_kernels::kernels_named(options.isa.c_str());
+    PF_CHECK(kernels_ != nullptr,
+             "cpu backend: kernel set '{}' is unknown or this CPU lacks it (best here: {})",
+             options.isa, cpu_kernels::best_kernels().isa);
+  }
+  pool_ = std::make_unique<ThreadPool>(options.threads);
+  // The pool's threads call OpenBLAS; its own threads would only compete with them.
+  openblas_set_num_threads(1);
 }
+
+CpuBackend::~CpuBackend() = default;
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
   return std::make_unique<CpuBackend>(threads);
 }
 
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
+}
+
+const char* CpuBackend::isa() const {
+  return kernels_->isa;
+}
+
 bool CpuBackend::supports(Op op, DType dtype) const {
   if (dtype == DType::F32) return true;
   return op == Op::Copy && dtype == DType::I32;
+}
+
+bool CpuBackend::supports_weight(DType dtype) const {
+  switch (dtype) {
+    case DType::F32:
+      return true;
+    case DType::F16:
+    case DType::BF16:
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_1:
+      return native_weights_;
+    default:
+      return false;
+  }
 }
 
 Buffer CpuBackend::alloc(size_t bytes) {
@@ -77,6 +116,18 @@ void CpuBackend::upload_f32(const float* host, const Tensor& dst) {
   copy_rows(host, dst.cols, dst.data, dst.row_stride, dst.rows, dst.cols, sizeof(float));
 }
 
+void CpuBackend::upload_weight(const void* host, const Tensor& dst) {
+  require_view(Op::Copy, dst, "upload_weight dst");
+  PF_CHECK(supports_weight(dst.dtype), "upload_weight: the cpu backend does not keep {} weights{}",
+           dtype_name(dst.dtype), native_weights_ ? "" : " (native weights are off)");
+  PF_CHECK(host != nullptr || dst.numel() == 0, "upload_weight: null host pointer");
+  const size_t row_bytes = dtype_row_bytes(dst.dtype, dst.cols);
+  const size_t stride_bytes = dtype_row_bytes(dst.dtype, dst.row_stride);
+  for (int64_t r = 0; r < dst.rows; ++r)
+    std::memcpy(static_cast<char*>(dst.data) + size_t(r) * stride_bytes,
+                static_cast<const char*>(host) + size_t(r) * row_bytes, row_bytes);
+}
+
 void CpuBackend::upload_i32(const int32_t* host, const Tensor& dst) {
   require_view(Op::Copy, dst, "upload_i32 dst");
   require_dtype(Op::Copy, dst, "upload_i32 dst", DType::I32);
@@ -91,9 +142,16 @@ void CpuBackend::download_f32(const Tensor& src, float* host) {
     copy_rows(src.data, src.row_stride, host, src.cols, src.rows, src.cols, sizeof(float));
     return;
   }
+  if (src.dtype != DType::I32 && supports_weight(src.dtype)) {  // a weight in its file format
+    const size_t stride_bytes = dtype_row_bytes(src.dtype, src.row_stride);
+    for (int64_t r = 0; r < src.rows; ++r)
+      dequantize_row(src.dtype, static_cast<const char*>(src.data) + size_t(r) * stride_bytes,
+                     src.cols, host + r * src.cols);
+    return;
+  }
   PF_CHECK(src.dtype == DType::I32,
-           "download_f32: src has dtype {}; the cpu backend holds F32 "
-           "and I32 only",
+           "download_f32: src has dtype {}; the cpu backend holds F32, I32 and weight formats "
+           "only",
            dtype_name(src.dtype));
   for (int64_t r = 0; r < src.rows; ++r) {
     const int32_t* s = src.i32() + r * src.row_stride;
@@ -110,27 +168,6 @@ void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
            dtype_name(src.dtype));
   copy_rows(src.data, src.row_stride, dst.data, dst.row_stride, src.rows, src.cols,
             dtype_size(src.dtype));
-}
-
-void CpuBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float beta) {
-  require_tensors(Op::Gemm, {{x, "x", DType::F32}, {w, "w", DType::F32}, {y, "y", DType::F32}});
-  check_gemm_shapes(x, w, y);
-  const int64_t m = x.rows, k = x.cols, n = w.rows;
-  PF_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX && x.row_stride <= INT32_MAX &&
-               w.row_stride <= INT32_MAX && y.row_stride <= INT32_MAX,
-           "gemm: shape ({}, {}, {}) exceeds the 32-bit BLAS interface", m, n, k);
-  if (m == 0 || n == 0) return;
-  if (k == 0) {  // BLAS's lda >= max(1, k) rule makes k == 0 awkward; y = beta * y directly.
-    for (int64_t r = 0; r < m; ++r) {
-      float* yr = y.f32() + r * y.row_stride;
-      for (int64_t c = 0; c < n; ++c) yr[c] = beta == 0.0f ? 0.0f : beta * yr[c];
-    }
-    return;
-  }
-  // Strides of single-row views can be anything; BLAS only wants them >= the row length.
-  auto ld = [](const Tensor& t) { return int(t.rows == 1 ? t.cols : t.row_stride); };
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(k), 1.0f, x.f32(), ld(x),
-              w.f32(), ld(w), beta, y.f32(), ld(y));
 }
 
 }  // namespace parafuse

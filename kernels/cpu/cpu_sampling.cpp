@@ -19,6 +19,7 @@
 #include "kernels/core/error.h"
 #include "kernels/core/random.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/op_checks.h"
 
 namespace parafuse {
@@ -108,20 +109,23 @@ void CpuBackend::sample(const Tensor& logits, const SamplingParams* params, int3
                r, row[argmax(row, vocab)]);
     }
   }
-  std::vector<double> weight;
-  std::vector<int32_t> order;
-  std::vector<char> kept;
-  for (int64_t r = 0; r < m; ++r) {
-    const float* row = logits.f32() + r * logits.row_stride;
-    if (params[r].temperature == 0.0f) {
-      ids_out[r] = argmax(row, vocab);
-      continue;
+  // Rows are independent: the pool splits them.
+  pool_->parallel_for(m, 1, [&](int64_t row_begin, int64_t row_end) {
+    std::vector<double> weight;
+    std::vector<int32_t> order;
+    std::vector<char> kept;
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const float* row = logits.f32() + r * logits.row_stride;
+      if (params[r].temperature == 0.0f) {
+        ids_out[r] = argmax(row, vocab);
+        continue;
+      }
+      weight.resize(size_t(vocab));
+      order.resize(size_t(vocab));
+      kept.resize(size_t(vocab));
+      ids_out[r] = sample_row(row, vocab, params[r], weight, order, kept);
     }
-    weight.resize(size_t(vocab));
-    order.resize(size_t(vocab));
-    kept.resize(size_t(vocab));
-    ids_out[r] = sample_row(row, vocab, params[r], weight, order, kept);
-  }
+  });
 }
 
 }  // namespace parafuse

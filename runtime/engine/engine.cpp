@@ -107,6 +107,19 @@ Tensor Engine::load_rows(const WeightSource& w, const std::string& name, int64_t
       is_norm ? std::vector<int64_t>{H} : std::vector<int64_t>{config_.vocab_size, H};
   PF_CHECK(info.shape == want, "{}: tensor {} has shape [{}], the config implies [{}]",
            w.description(), name, fmt::join(info.shape, ", "), fmt::join(want, ", "));
+  const std::optional<DType> native =
+      is_norm ? std::nullopt : native_weight_dtype(w, backend_, {name}, Range{});
+  if (native) {  // the file's format (a quantized table dequantizes the rows it looks up)
+    const size_t row_bytes = dtype_row_bytes(*native, H);
+    std::vector<uint8_t> bytes(size_t(padded_rows) * row_bytes, 0);  // zero blocks: zero rows
+    if (row_end > row_begin) w.read_native(name, {row_begin, row_end}, {}, bytes.data());
+    weight_buffers_.emplace_back();
+    Tensor t = backend_.alloc_tensor(weight_buffers_.back(), *native, padded_rows, H);
+    backend_.upload_weight(bytes.data(), t);
+    done += size_t((row_end - row_begin) * H) * sizeof(float);
+    if (progress) progress(done, total);
+    return t;
+  }
   std::vector<float> host(size_t(padded_rows * H), 0.0f);  // padding rows stay zero
   if (is_norm) {
     w.read_f32(name, {}, {}, host.data());
@@ -129,6 +142,12 @@ Tensor Engine::scratch(int slot, DType dtype, int64_t rows, int64_t cols) {
     ++scratch_version_;
   }
   return Tensor{scratch_buffers_[size_t(slot)].data(), dtype, rows, cols, cols};
+}
+
+size_t Engine::weight_bytes_per_token() const {
+  size_t bytes = stage_->resident_weight_bytes();
+  if (is_last_stage()) bytes += lm_head_.bytes() + final_norm_.bytes();
+  return bytes;
 }
 
 void Engine::reset_stats() {

@@ -103,6 +103,10 @@ class Engine {
   // Bytes computed on the last stage, sent to every rank.
   void broadcast_from_last_stage(void* data, size_t bytes);
 
+  // Weight bytes one decode step of this rank reads: its stage's weights and, on the last
+  // stage, the LM head, in their resident formats (the embedding reads one row per token).
+  size_t weight_bytes_per_token() const;
+
   // EngineOptions::graphs, switchable between steps (benchmarks compare both).
   void set_graphs(bool on) { options_.graphs = on; }
   const EngineStats& stats() const { return stats_; }

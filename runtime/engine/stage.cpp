@@ -1,6 +1,8 @@
 // Stage: loading this rank's weight shards and running its blocks. See stage.h.
 #include "runtime/engine/stage.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cmath>
 
 #include "kernels/core/error.h"
@@ -18,6 +20,25 @@ int64_t even_begin(int64_t n, int rank, int size) {
 }
 
 }  // namespace
+
+std::optional<DType> native_weight_dtype(const WeightSource& weights, const Backend& backend,
+                                         const std::vector<std::string>& names, Range cols) {
+  PF_CHECK(!names.empty(), "native_weight_dtype: no tensors");
+  const DType dtype = weights.info(names[0]).dtype;
+  if (dtype == DType::F32 || !backend.supports_weight(dtype)) return std::nullopt;
+  for (const std::string& name : names) {
+    if (weights.info(name).dtype != dtype || !weights.reads_native(name)) return std::nullopt;
+    if (!weights.native_cols_ok(name, cols)) {
+      spdlog::info(
+          "{} ({}): columns [{}, {}) of this rank's slice do not fall on its {}-element "
+          "blocks; keeping it as {} instead",
+          name, dtype_name(dtype), cols.begin, cols.end, dtype_block_elements(dtype),
+          dtype_name(backend.weight_dtype()));
+      return std::nullopt;
+    }
+  }
+  return dtype;
+}
 
 BlockShard shard_block(const ModelConfig& config, int block, ShardSpec shard) {
   const BlockConfig& b = config.blocks.at(size_t(block));
@@ -101,6 +122,46 @@ Stage::Stage(const ModelConfig& config, const WeightSource& weights, Backend& ba
     read(name, rows, cols, host.data(), host.size());
     return upload(host, n_rows, n_cols);
   };
+  // A weight made of row slices of one or more tensors stacked in order (q, k, v; gate, up),
+  // each with the same column slice: kept in the tensors' file format where resident_dtype()
+  // allows, else read as F32 and converted to the backend's weight dtype.
+  auto load_stacked = [&](const std::vector<std::pair<std::string, Range>>& parts, Range cols,
+                          int64_t n_cols) {
+    std::vector<std::string> names;
+    int64_t n_rows = 0;
+    for (const auto& [part, rows] : parts) {
+      names.push_back(part);
+      n_rows += (rows.end == -1 ? weights.info(part).rows() : rows.end) - rows.begin;
+    }
+    const std::optional<DType> native = native_weight_dtype(weights, backend, names, cols);
+    if (!native) {
+      std::vector<float> host(size_t(n_rows * n_cols));
+      int64_t row = 0;
+      for (const auto& [part, rows] : parts) {
+        const int64_t r = (rows.end == -1 ? weights.info(part).rows() : rows.end) - rows.begin;
+        read(part, rows, cols, host.data() + row * n_cols, size_t(r * n_cols));
+        row += r;
+      }
+      return upload(host, n_rows, n_cols);
+    }
+    const DType dtype = *native;
+    const size_t row_bytes = dtype_row_bytes(dtype, n_cols);
+    std::vector<uint8_t> host(size_t(n_rows) * row_bytes);
+    int64_t row = 0;
+    for (const auto& [part, rows] : parts) {
+      const int64_t r = (rows.end == -1 ? weights.info(part).rows() : rows.end) - rows.begin;
+      weights.read_native(part, rows, cols, host.data() + size_t(row) * row_bytes);
+      row += r;
+      if (done_bytes) {
+        *done_bytes += size_t(r * n_cols) * sizeof(float);
+        if (progress) progress(*done_bytes, total_bytes);
+      }
+    }
+    weight_buffers_.emplace_back();
+    Tensor t = backend.alloc_tensor(weight_buffers_.back(), dtype, n_rows, n_cols);
+    backend.upload_weight(host.data(), t);
+    return t;
+  };
   auto check_shape = [&](const std::string& name, std::vector<int64_t> shape) {
     const TensorInfo info = weights.info(name);
     PF_CHECK(info.shape == shape, "{}: tensor {} has shape [{}], the config implies [{}]",
@@ -130,20 +191,18 @@ Stage::Stage(const ModelConfig& config, const WeightSource& weights, Backend& ba
       check_shape(name("self_attn.v_proj.weight"), {nkv * hd, H});
       check_shape(name("self_attn.o_proj.weight"), {H, config.n_heads * hd});
       const int64_t q_rows = s.n_heads * hd, kv_rows = s.n_kv_heads * hd;
-      std::vector<float> host(size_t((q_rows + 2 * kv_rows) * H));
       const int64_t q0 = s.head_begin * hd, kv0 = s.kv_head_begin * hd;
-      read(name("self_attn.q_proj.weight"), {q0, q0 + q_rows}, {}, host.data(), size_t(q_rows * H));
-      read(name("self_attn.k_proj.weight"), {kv0, kv0 + kv_rows}, {}, host.data() + q_rows * H,
-           size_t(kv_rows * H));
-      read(name("self_attn.v_proj.weight"), {kv0, kv0 + kv_rows}, {},
-           host.data() + (q_rows + kv_rows) * H, size_t(kv_rows * H));
-      bw.qkv = upload(host, q_rows + 2 * kv_rows, H);
-      bw.o_proj = load(name("self_attn.o_proj.weight"), {}, {q0, q0 + q_rows}, H, q_rows);
+      bw.qkv = load_stacked({{name("self_attn.q_proj.weight"), {q0, q0 + q_rows}},
+                             {name("self_attn.k_proj.weight"), {kv0, kv0 + kv_rows}},
+                             {name("self_attn.v_proj.weight"), {kv0, kv0 + kv_rows}}},
+                            {}, H);
+      bw.o_proj = load_stacked({{name("self_attn.o_proj.weight"), {}}}, {q0, q0 + q_rows}, q_rows);
       bw.kv_layer = kv_layer++;
     } else if (bw.config.attention == AttentionKind::Linear) {
       check_shape(name("self_attn.linear_attn.weight"), {H, H});
-      bw.attn_linear = load(name("self_attn.linear_attn.weight"), {},
-                            {s.linear_begin, s.linear_begin + s.linear_size}, H, s.linear_size);
+      bw.attn_linear =
+          load_stacked({{name("self_attn.linear_attn.weight"), {}}},
+                       {s.linear_begin, s.linear_begin + s.linear_size}, s.linear_size);
     }
     if (bw.config.ffn != FfnKind::None && !bw.config.ffn_norm_folded) {
       check_shape(name("post_attention_layernorm.weight"), {H});
@@ -154,18 +213,23 @@ Stage::Stage(const ModelConfig& config, const WeightSource& weights, Backend& ba
       check_shape(name("mlp.gate_proj.weight"), {I, H});
       check_shape(name("mlp.up_proj.weight"), {I, H});
       check_shape(name("mlp.down_proj.weight"), {H, I});
-      std::vector<float> host(size_t(2 * f * H));
-      read(name("mlp.gate_proj.weight"), {f0, f0 + f}, {}, host.data(), size_t(f * H));
-      read(name("mlp.up_proj.weight"), {f0, f0 + f}, {}, host.data() + f * H, size_t(f * H));
-      bw.gate_up = upload(host, 2 * f, H);
-      bw.down = load(name("mlp.down_proj.weight"), {}, {f0, f0 + f}, H, f);
+      bw.gate_up = load_stacked({{name("mlp.gate_proj.weight"), {f0, f0 + f}},
+                                 {name("mlp.up_proj.weight"), {f0, f0 + f}}},
+                                {}, H);
+      bw.down = load_stacked({{name("mlp.down_proj.weight"), {}}}, {f0, f0 + f}, f);
     } else if (bw.config.ffn == FfnKind::Linear) {
       check_shape(name("mlp.linear_mlp.weight"), {H, H});
-      bw.ffn_linear = load(name("mlp.linear_mlp.weight"), {},
-                           {s.linear_begin, s.linear_begin + s.linear_size}, H, s.linear_size);
+      bw.ffn_linear = load_stacked({{name("mlp.linear_mlp.weight"), {}}},
+                                   {s.linear_begin, s.linear_begin + s.linear_size}, s.linear_size);
     }
     blocks_.push_back(std::move(bw));
   }
+}
+
+size_t Stage::resident_weight_bytes() const {
+  size_t bytes = 0;
+  for (const Buffer& b : weight_buffers_) bytes += b.bytes();
+  return bytes;
 }
 
 std::vector<int64_t> Stage::kv_widths() const {

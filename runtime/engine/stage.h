@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,14 @@ struct BlockShard {
   int64_t linear_begin = 0, linear_size = 0;  // input columns of a linear replacement
 };
 BlockShard shard_block(const ModelConfig& config, int block, ShardSpec shard);
+
+// The storage format a weight stacked from the tensors `names` (each with the column slice
+// `cols`) keeps on `backend`: the tensors' file format where they share one other than F32, the
+// backend multiplies by it (Backend::supports_weight), the source reads it natively and the
+// slice falls on its blocks (a split that does not is logged); nullopt otherwise, and the
+// weight is read as F32 and converted to the backend's weight dtype.
+std::optional<DType> native_weight_dtype(const WeightSource& weights, const Backend& backend,
+                                         const std::vector<std::string>& names, Range cols);
 
 struct BlockWeights {
   int index = 0;  // block id in the model
@@ -97,8 +106,10 @@ class Stage {
   const std::vector<BlockWeights>& blocks() const { return blocks_; }
   // local kv width of each attention block, in order (to size the KV cache)
   std::vector<int64_t> kv_widths() const;
-  // Bytes of weights this stage will load (for the progress bar total).
+  // Bytes of weights this stage will load (for the progress bar total), counted as F32.
   static size_t weight_bytes(const ModelConfig& config, int first, int last, ShardSpec shard);
+  // Bytes its weights take on the backend, in their resident formats (what a forward streams).
+  size_t resident_weight_bytes() const;
 
   // hidden (m, H) is updated in place through every block of the stage.
   void forward(const Tensor& hidden, const StepInputs& in);

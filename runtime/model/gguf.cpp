@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "kernels/core/error.h"
+#include "kernels/core/quant.h"  // dequantize_block
 #include "runtime/model/mapped_file.h"
 
 namespace parafuse {
@@ -391,6 +392,10 @@ const uint8_t* GgufFile::tensor_data(const GgufTensorInfo& t) const {
   return data_section_ + t.offset;
 }
 
+void GgufFile::release_tensor_pages(const GgufTensorInfo& t) const {
+  if (file_) file_->release(tensor_data(t), size_t(t.nbytes));
+}
+
 namespace {
 const GgufValue& lookup(const std::map<std::string, GgufValue>& metadata, const std::string& origin,
                         const std::string& key) {
@@ -471,38 +476,6 @@ float read_f16(const uint8_t* p) {
   return f16_to_f32(h);
 }
 
-// All 32 values of one quantized block.
-void dequantize_block(DType type, const uint8_t* block, float* out) {
-  switch (type) {
-    case DType::Q8_0: {  // value = q * d
-      const float d = read_f16(block);
-      const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
-      for (int i = 0; i < 32; ++i) out[i] = float(q[i]) * d;
-      return;
-    }
-    case DType::Q4_0: {  // value = (nibble - 8) * d; low nibbles are 0..15, high 16..31
-      const float d = read_f16(block);
-      const uint8_t* q = block + 2;
-      for (int i = 0; i < 16; ++i) {
-        out[i] = float(int(q[i] & 0x0f) - 8) * d;
-        out[i + 16] = float(int(q[i] >> 4) - 8) * d;
-      }
-      return;
-    }
-    case DType::Q4_1: {  // value = nibble * d + m
-      const float d = read_f16(block);
-      const float m = read_f16(block + 2);
-      const uint8_t* q = block + 4;
-      for (int i = 0; i < 16; ++i) {
-        out[i] = float(q[i] & 0x0f) * d + m;
-        out[i + 16] = float(q[i] >> 4) * d + m;
-      }
-      return;
-    }
-    default:
-      PF_THROW("dtype {} is not block-quantized", dtype_name(type));
-  }
-}
 }  // namespace
 
 void dequantize_row(DType type, const uint8_t* row, int64_t first, int64_t n, float* out) {

@@ -61,6 +61,9 @@ class GgufFile {
 
   // Raw bytes of one tensor (inside the mapping).
   const uint8_t* tensor_data(const GgufTensorInfo& t) const;
+  // Returns a tensor's resident file pages to the kernel after it was copied out (a no-op for
+  // a file parsed from memory); see MappedFile::release.
+  void release_tensor_pages(const GgufTensorInfo& t) const;
 
  private:
   void parse(const uint8_t* data, size_t size);
@@ -87,11 +90,17 @@ class GgufWeightSource : public WeightSource {
   explicit GgufWeightSource(std::shared_ptr<const GgufFile> file);
   std::string description() const override;
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override;
+  // Every GGUF storage type (F32, F16, BF16, Q8_0, Q4_0, Q4_1), Q/K rows unpermuted; both reads
+  // give the tensor's file pages back afterwards (weights are read once, at load).
+  bool reads_native(const std::string& name) const override;
+  void read_native(const std::string& name, Range rows, Range cols, void* out) const override;
   const GgufFile& file() const { return *file_; }
 
  private:
   // Q/K heads of `block` (scalar metadata, or one entry per block for arch "deci").
   int heads_of_block(const std::string& key, int block) const;
+  // Q/K heads the converter permuted `t` by (0: not permuted), checked against its shape.
+  int permuted_heads(const GgufTensorInfo& t, const std::string& name) const;
   std::shared_ptr<const GgufFile> file_;
   std::string arch_;  // general.architecture
   std::map<std::string, std::string> hf_to_gguf_;

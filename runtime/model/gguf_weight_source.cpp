@@ -123,6 +123,28 @@ int GgufWeightSource::heads_of_block(const std::string& key, int block) const {
   return int(heads);
 }
 
+int GgufWeightSource::permuted_heads(const GgufTensorInfo& t, const std::string& name) const {
+  // Q/K weights (and biases) were permuted by llama.cpp's converter; find the head count.
+  int block = 0;
+  std::string stem, kind;
+  if (!split_block_name(t.name, &block, &stem, &kind) || (stem != "attn_q" && stem != "attn_k"))
+    return 0;
+  const std::string& origin = file_->origin();
+  const std::string prefix = arch_ + ".attention.";
+  std::string key = prefix + (stem == "attn_q" ? "head_count" : "head_count_kv");
+  if (!file_->has(key)) key = prefix + "head_count";  // no kv count: kv heads = heads
+  PF_CHECK(file_->has(key), "{}: metadata key '{}' is missing (needed to read '{}')", origin, key,
+           name);
+  const int n_head = heads_of_block(key, block);
+  const int64_t n_cols = t.ne[0];
+  const int64_t n_rows = t.ne.size() == 2 ? t.ne[1] : 1;
+  const int64_t permuted_len = t.ne.size() == 2 ? n_rows : n_cols;
+  PF_CHECK(permuted_len % (2 * int64_t(n_head)) == 0,
+           "{}: tensor '{}': {} rows do not split into {} heads of even size", origin, name,
+           permuted_len, n_head);
+  return n_head;
+}
+
 void GgufWeightSource::read_f32(const std::string& name, Range rows, Range cols, float* out) const {
   const std::string& origin = file_->origin();
   const Slice slice = resolve_slice(info(name), rows, cols, origin);
@@ -134,33 +156,18 @@ void GgufWeightSource::read_f32(const std::string& name, Range rows, Range cols,
   const int64_t out_cols = slice.cols();
   const uint8_t* data = file_->tensor_data(t);
   const uint64_t row_bytes = t.nbytes / uint64_t(n_rows);
-
-  // Q/K weights (and biases) were permuted by llama.cpp's converter; find the head count.
-  int block = 0;
-  std::string stem, kind;
-  int n_head = 0;
-  if (split_block_name(t.name, &block, &stem, &kind) && (stem == "attn_q" || stem == "attn_k")) {
-    const std::string prefix = arch_ + ".attention.";
-    std::string key = prefix + (stem == "attn_q" ? "head_count" : "head_count_kv");
-    if (!file_->has(key)) key = prefix + "head_count";  // no kv count: kv heads = heads
-    PF_CHECK(file_->has(key), "{}: metadata key '{}' is missing (needed to read '{}')", origin, key,
-             name);
-    n_head = heads_of_block(key, block);
-    const int64_t permuted_len = t.ne.size() == 2 ? n_rows : n_cols;
-    PF_CHECK(permuted_len % (2 * int64_t(n_head)) == 0,
-             "{}: tensor '{}': {} rows do not split into {} heads of even size", origin, name,
-             permuted_len, n_head);
-  }
+  const int n_head = permuted_heads(t, name);
 
   if (t.ne.size() == 1) {  // one row; a Q/K bias is permuted along its only axis
     if (n_head == 0) {
       dequantize_row(t.type, data, col_begin, out_cols, out);
-      return;
+    } else {
+      const int64_t head_dim = n_cols / n_head;
+      for (int64_t c = col_begin; c < col_end; ++c) {
+        dequantize_row(t.type, data, permuted_row(c, head_dim), 1, out + (c - col_begin));
+      }
     }
-    const int64_t head_dim = n_cols / n_head;
-    for (int64_t c = col_begin; c < col_end; ++c) {
-      dequantize_row(t.type, data, permuted_row(c, head_dim), 1, out + (c - col_begin));
-    }
+    file_->release_tensor_pages(t);
     return;
   }
   const int64_t head_dim = n_head == 0 ? 0 : n_rows / n_head;
@@ -169,6 +176,38 @@ void GgufWeightSource::read_f32(const std::string& name, Range rows, Range cols,
     dequantize_row(t.type, data + uint64_t(gguf_row) * row_bytes, col_begin, out_cols,
                    out + (r - row_begin) * out_cols);
   }
+  file_->release_tensor_pages(t);
+}
+
+bool GgufWeightSource::reads_native(const std::string& name) const {
+  return info(name).shape.size() == 2;
+}
+
+void GgufWeightSource::read_native(const std::string& name, Range rows, Range cols,
+                                   void* out) const {
+  const std::string& origin = file_->origin();
+  const TensorInfo& hf = info(name);
+  PF_CHECK(hf.shape.size() == 2, "{}: tensor '{}' has shape {}; native reads are of 2-D tensors",
+           origin, name, shape_string(hf.shape));
+  const Slice slice = resolve_slice(hf, rows, cols, origin);
+  PF_CHECK(native_cols_ok(name, cols),
+           "{}: tensor '{}' ({}) columns [{}, {}) do not fall on its {}-element blocks", origin,
+           name, dtype_name(hf.dtype), slice.col_begin, slice.col_end,
+           dtype_block_elements(hf.dtype));
+  const GgufTensorInfo& t = *file_->find_tensor(hf_to_gguf_.at(name));
+  const uint64_t row_bytes = t.nbytes / uint64_t(t.ne[1]);
+  const size_t skip = dtype_row_bytes(t.type, slice.col_begin);
+  const size_t out_row_bytes = dtype_row_bytes(t.type, slice.cols());
+  const int n_head = permuted_heads(t, name);
+  const int64_t head_dim = n_head == 0 ? 0 : t.ne[1] / n_head;
+  const uint8_t* data = file_->tensor_data(t);
+  auto* dst = static_cast<uint8_t*>(out);
+  for (int64_t r = slice.row_begin; r < slice.row_end; ++r) {
+    const int64_t gguf_row = n_head == 0 ? r : permuted_row(r, head_dim);
+    std::memcpy(dst + size_t(r - slice.row_begin) * out_row_bytes,
+                data + uint64_t(gguf_row) * row_bytes + skip, out_row_bytes);
+  }
+  file_->release_tensor_pages(t);
 }
 
 }  // namespace parafuse

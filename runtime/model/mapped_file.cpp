@@ -44,4 +44,14 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+void MappedFile::release(const void* p, size_t bytes) const {
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+  const uintptr_t map_begin = reinterpret_cast<uintptr_t>(data_);
+  if (data_ == nullptr || begin >= end || begin < map_begin || end > map_begin + size_) return;
+  // Advice only: a failure leaves the pages resident, which is never wrong.
+  (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 }  // namespace parafuse

@@ -17,6 +17,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Gives the resident pages wholly inside [p, p + bytes) back to the kernel (MADV_DONTNEED):
+  // after a loader has copied a tensor out, its file pages need not count towards the
+  // process's memory. The contents stay readable; a later read faults them in again.
+  void release(const void* p, size_t bytes) const;
 
  private:
   std::string path_;

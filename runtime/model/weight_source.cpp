@@ -50,4 +50,24 @@ std::vector<float> WeightSource::read_all(const std::string& name) const {
   return out;
 }
 
+bool WeightSource::reads_native(const std::string& name) const {
+  return info(name).dtype == DType::F32;
+}
+
+void WeightSource::read_native(const std::string& name, Range rows, Range cols, void* out) const {
+  const TensorInfo& t = info(name);
+  PF_CHECK(t.dtype == DType::F32,
+           "{}: tensor '{}' is stored as {}, which this source reads only "
+           "as F32",
+           description(), name, dtype_name(t.dtype));
+  read_f32(name, rows, cols, static_cast<float*>(out));
+}
+
+bool WeightSource::native_cols_ok(const std::string& name, Range cols) const {
+  const TensorInfo& t = info(name);
+  const int64_t block = dtype_block_elements(t.dtype);
+  const int64_t end = cols.end == -1 ? t.cols() : cols.end;
+  return cols.begin % block == 0 && end % block == 0;
+}
+
 }  // namespace parafuse

@@ -3,9 +3,10 @@
 // A rank of a TP x PP job asks for the rows [a,b) and/or columns [c,d) of a weight and only
 // that slice is read from disk (the files are mmap'ed, so pages outside the slice are never
 // touched). Every source presents HF tensor names ("model.layers.3.mlp.up_proj.weight") and HF
-// layouts ((out, in) for linear weights), and converts to F32 on read: quantized and half types
-// are storage formats only. Implementations: safetensors (runtime/model/safetensors.h), GGUF
-// (gguf.h), synthetic (synthetic.h).
+// layouts ((out, in) for linear weights). read_f32 converts to F32; read_native hands back a
+// slice in the file's own storage format (quantized blocks, halves) for a backend that
+// multiplies by that format directly (Backend::supports_weight). Implementations: safetensors
+// (runtime/model/safetensors.h), GGUF (gguf.h), synthetic (synthetic.h).
 #pragma once
 
 #include <cstdint>
@@ -62,6 +63,16 @@ class WeightSource {
   // ((row_end-row_begin) * (col_end-col_begin) floats). A 1-D tensor is one row.
   // Throws on an out-of-range slice (resolve_slice).
   virtual void read_f32(const std::string& name, Range rows, Range cols, float* out) const = 0;
+
+  // Whether read_native reads `name` (the base class: F32 tensors, through read_f32).
+  virtual bool reads_native(const std::string& name) const;
+  // rows x cols slice of a 2-D tensor in its storage format info(name).dtype, row-major,
+  // contiguous: rows * dtype_row_bytes(dtype, cols) bytes into `out`. Any row slice works; a
+  // column slice of a block-quantized tensor must start and end on a 32-element block
+  // (native_cols_ok), else an Error.
+  virtual void read_native(const std::string& name, Range rows, Range cols, void* out) const;
+  // Whether the column slice `cols` of `name` falls on its storage blocks.
+  bool native_cols_ok(const std::string& name, Range cols) const;
 
   // Convenience: the whole tensor.
   std::vector<float> read_all(const std::string& name) const;

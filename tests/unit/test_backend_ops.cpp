@@ -5,12 +5,17 @@
 // (supports(), alignment, host transfers, thread count, attention speed sanity).
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <random>
 
+#include "kernels/core/quant.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/thread_pool.h"
 #include "tests/unit/backend_op_cases.h"
 
 namespace parafuse {
@@ -79,6 +84,223 @@ TEST(CpuBackendOps, ToleranceReport) {
     std::printf("  %-10s worst NMSE %-9.3g tolerance %.3g\n", std::string(op_name(op)).c_str(),
                 nmse, cpu_tolerances()(op));
     EXPECT_LE(nmse, cpu_tolerances()(op)) << op_name(op);
+  }
+}
+
+// ---- gemm and embedding with weights kept in a file format ----------------------------------
+//
+// Each case quantizes a random weight to its format with the reference quantizer
+// (kernels/core/quant.h), uploads the bytes with upload_weight, and compares the backend with
+// double-precision loops over the *dequantized* weight: the weight's own rounding is not error.
+// What remains, and the NMSE tolerance per path (worst measured on x86-64 in the comment):
+//   F32, F16, BF16, Q8_0       1e-12   float accumulation only (measured <= 4e-13)
+//   Q4_0/Q4_1, m <= 8          2e-4    activations rounded to int8 per 32-block, as in
+//                                      llama.cpp: ~(amax/127)^2/12 relative (measured <= 4e-5)
+//   Q4_0/Q4_1, m > 8           1e-12   tiles dequantized exactly, then sgemm (measured ~1e-14)
+//   embedding (any format)     0       the looked-up rows dequantized exactly
+// Every case runs on every kernel set this CPU has (generic, avx2, avx512-vnni) and at 1 and 2
+// threads.
+struct WeightCase {
+  std::string name;
+  DType dtype;
+  int64_t m, n, k;
+  float beta;
+  uint64_t seed;
+};
+
+double weight_tolerance(DType dtype, int64_t m) {
+  return cpu_kernels::KernelSet::activations_quantized(dtype) && m <= 8 ? 2e-4 : 1e-12;
+}
+
+std::vector<WeightCase> weight_cases() {
+  std::vector<WeightCase> cases;
+  uint64_t seed = 900;
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    const std::string t(dtype_name(dtype));
+    cases.push_back({t + "_decode_m1_n257_k96", dtype, 1, 257, 96, 0.0f, ++seed});
+    cases.push_back({t + "_decode_m1_n576_k1536_beta1", dtype, 1, 576, 1536, 1.0f, ++seed});
+    cases.push_back({t + "_small_m5_n33_k64_beta_half", dtype, 5, 33, 64, 0.5f, ++seed});
+    cases.push_back({t + "_gemv_m8_n300_k576", dtype, 8, 300, 576, 0.0f, ++seed});
+    cases.push_back({t + "_prefill_m37_n96_k160", dtype, 37, 96, 160, 0.0f, ++seed});
+    cases.push_back({t + "_prefill_m64_n700_k128_beta1", dtype, 64, 700, 128, 1.0f, ++seed});
+  }
+  return cases;
+}
+
+// Raw bytes of `values` (rows x cols) in `dtype`, and their exact dequantized values.
+struct StoredWeight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+StoredWeight store_weight(DType dtype, const std::vector<float>& w, int64_t rows, int64_t cols) {
+  StoredWeight s;
+  const size_t row_bytes = dtype_row_bytes(dtype, cols);
+  s.bytes.resize(size_t(rows) * row_bytes);
+  s.values.resize(w.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    quantize_row(dtype, w.data() + r * cols, cols, s.bytes.data() + size_t(r) * row_bytes);
+    dequantize_row(dtype, s.bytes.data() + size_t(r) * row_bytes, cols, s.values.data() + r * cols);
+  }
+  return s;
+}
+
+std::vector<std::string> kernel_sets_here() {
+  std::vector<std::string> sets;
+  for (const char* isa : {"generic", "avx2", "avx512-vnni"})
+    if (cpu_kernels::kernels_named(isa)) sets.push_back(isa);
+  return sets;
+}
+
+op_test::CaseResult check_weight_case(const WeightCase& c, CpuBackend& backend) {
+  std::mt19937_64 rng(c.seed);
+  const auto x = op_test::random_normal(rng, c.m * c.k);
+  const auto w = op_test::random_normal(rng, c.n * c.k, 0.05f);
+  const auto y0 = c.beta == 0.0f ? op_test::filled(c.m * c.n, op_test::nan_f32())
+                                 : op_test::random_normal(rng, c.m * c.n);
+  const StoredWeight stored = store_weight(c.dtype, w, c.n, c.k);
+  op_test::OpCase oc{c.name, Op::Gemm, {}, {}};
+  oc.run = [&](Backend& be) {
+    op_test::GuardedTensors g(be);
+    Tensor tx = g.f32(x, c.m, c.k);
+    Tensor ty = g.f32(y0, c.m, c.n, -1, true);
+    Buffer owner;
+    Tensor tw = be.alloc_tensor(owner, c.dtype, c.n, c.k);
+    be.upload_weight(stored.bytes.data(), tw);
+    be.gemm(tx, tw, ty, c.beta);
+    return op_test::CaseOutput{{g.read(ty)}, g.memory_errors()};
+  };
+  oc.reference = [&] {
+    return op_test::Outputs{op_test::ref_gemm(x, stored.values, y0, c.m, c.n, c.k, c.beta)};
+  };
+  op_test::Tolerances tol;
+  tol.set(Op::Gemm, weight_tolerance(c.dtype, c.m));
+  return op_test::check_op_case(oc, backend, tol);
+}
+
+class CpuWeightFormats : public ::testing::TestWithParam<WeightCase> {};
+
+TEST_P(CpuWeightFormats, GemmMatchesReferenceOnEveryKernelSet) {
+  const WeightCase& c = GetParam();
+  for (const std::string& isa : kernel_sets_here()) {
+    for (int threads : {1, 2}) {
+      CpuBackend backend(CpuBackendOptions{threads, true, isa});
+      ASSERT_TRUE(backend.supports_weight(c.dtype));
+      const op_test::CaseResult r = check_weight_case(c, backend);
+      EXPECT_TRUE(r.ok) << isa << ", " << threads << " threads: " << r.message;
+      std::printf("  %-40s %-12s %d thread(s): NMSE %.3g (tolerance %.3g)\n", c.name.c_str(),
+                  isa.c_str(), threads, r.worst_nmse, weight_tolerance(c.dtype, c.m));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, CpuWeightFormats, ::testing::ValuesIn(weight_cases()),
+                         [](const ::testing::TestParamInfo<WeightCase>& info) {
+                           return info.param.name;
+                         });
+
+TEST(CpuWeightFormats, EmbeddingDequantizesTheRowsItLooksUp) {
+  const int64_t vocab = 40, d = 96;
+  std::mt19937_64 rng(4321);
+  const auto table = op_test::random_normal(rng, vocab * d);
+  const std::vector<int32_t> ids = {0, 39, 7, 55, 7};  // 55: another rank's row (zeros)
+  for (DType dtype : {DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    const StoredWeight stored = store_weight(dtype, table, vocab, d);
+    CpuBackend backend(2);
+    Buffer owner;
+    Tensor tt = backend.alloc_tensor(owner, dtype, vocab, d);
+    backend.upload_weight(stored.bytes.data(), tt);
+    op_test::GuardedTensors g(backend);
+    Tensor ti = g.i32(ids, int64_t(ids.size()), 1);
+    Tensor to = g.f32(op_test::filled(int64_t(ids.size()) * d, op_test::nan_f32()),
+                      int64_t(ids.size()), d, -1, true);
+    backend.embedding(tt, ti, 0, to);
+    const std::vector<float> got = g.read(to);
+    for (size_t r = 0; r < ids.size(); ++r) {
+      for (int64_t c = 0; c < d; ++c) {
+        const float want = ids[r] < vocab ? stored.values[size_t(ids[r] * d + c)] : 0.0f;
+        ASSERT_EQ(got[r * size_t(d) + size_t(c)], want) << dtype_name(dtype) << " row " << r;
+      }
+    }
+    EXPECT_TRUE(g.memory_errors().empty());
+    // download_f32 of a weight in a file format dequantizes it.
+    std::vector<float> back(size_t(vocab * d));
+    backend.download_f32(tt, back.data());
+    EXPECT_EQ(back, stored.values) << dtype_name(dtype);
+  }
+}
+
+TEST(CpuWeightFormats, ActivationQuantizationIsBitIdenticalOnEveryKernelSet) {
+  std::mt19937_64 rng(77);
+  auto x = op_test::random_normal(rng, 32 * 40, 3.0f);
+  for (int i = 0; i < 32; ++i) x[size_t(32 + i)] = 0.0f;  // an all-zero block
+  x[size_t(70)] = op_test::nan_f32();                     // a NaN block
+  x[size_t(100)] = op_test::inf_f32();                    // an Inf block
+  std::vector<ActivationBlock> want(40);
+  quantize_activations(x.data(), int64_t(x.size()), want.data());
+  EXPECT_TRUE(std::isnan(want[2].d) && std::isnan(want[3].d));
+  for (const std::string& isa : kernel_sets_here()) {
+    std::vector<ActivationBlock> got(40);
+    cpu_kernels::kernels_named(isa.c_str())->quantize(x.data(), int64_t(x.size()), got.data());
+    for (size_t b = 0; b < got.size(); ++b) {
+      EXPECT_EQ(std::memcmp(got[b].q, want[b].q, 32), 0) << isa << " block " << b;
+      if (std::isnan(want[b].d)) {
+        EXPECT_TRUE(std::isnan(got[b].d)) << isa << " block " << b;
+      } else {
+        EXPECT_EQ(got[b].d, want[b].d) << isa << " block " << b;
+        EXPECT_EQ(got[b].sum, want[b].sum) << isa << " block " << b;
+      }
+    }
+  }
+}
+
+TEST(CpuWeightFormats, NativeWeightsOffMeansF32Only) {
+  CpuBackend reference(CpuBackendOptions{1, false, "best"});
+  CpuBackend native(1);
+  for (DType dtype : {DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    EXPECT_FALSE(reference.supports_weight(dtype)) << dtype_name(dtype);
+    EXPECT_TRUE(native.supports_weight(dtype)) << dtype_name(dtype);
+  }
+  EXPECT_TRUE(reference.supports_weight(DType::F32));
+  EXPECT_FALSE(native.supports_weight(DType::I32));
+  op_test::expect_error(
+      [] {
+        CpuBackend bad(CpuBackendOptions{1, true, "sse9"});
+      },
+      {"kernel set", "sse9"});
+}
+
+TEST(CpuThreadPool, SplitsEveryItemOnceAndRethrows) {
+  ThreadPool pool(3);
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(2), int64_t(7), int64_t(1000)}) {
+    for (int64_t grain : {int64_t(1), int64_t(64)}) {
+      std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+      for (int rep = 0; rep < 50; ++rep) {
+        pool.parallel_for(n, grain, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) seen[size_t(i)]++;
+        });
+      }
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[size_t(i)].load(), 50) << n << " " << i;
+    }
+  }
+  op_test::expect_error(
+      [&] {
+        pool.parallel_for(
+            100, 1, [](int64_t b, int64_t) { PF_CHECK(b == 0, "part starting at {} failed", b); });
+      },
+      {"part starting at"});
+}
+
+// The whole op table again on every other kernel set this CPU has and on two threads (the
+// table above runs the best set on one): same tolerances.
+TEST(CpuBackendOps, EveryKernelSetAndTwoThreadsMatchReference) {
+  for (const std::string& isa : kernel_sets_here()) {
+    for (int threads : {1, 2}) {
+      CpuBackend backend(CpuBackendOptions{threads, true, isa});
+      for (const OpCase& c : all_cases()) {
+        const op_test::CaseResult r = op_test::check_op_case(c, backend, cpu_tolerances());
+        EXPECT_TRUE(r.ok) << isa << ", " << threads << " threads: " << r.message;
+      }
+    }
   }
 }
 

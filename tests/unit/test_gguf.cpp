@@ -9,8 +9,12 @@
 #include <memory>
 
 #include "kernels/core/error.h"
+#include "kernels/core/quant.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "runtime/engine/stage.h"  // native_weight_dtype
 #include "runtime/model/gguf.h"
 #include "runtime/model/model_config.h"
+#include "tests/unit/error_of.h"
 #include "tests/unit/gguf_writer.h"
 
 namespace parafuse {
@@ -416,6 +420,39 @@ class TinyLlama : public ::testing::Test {
   std::shared_ptr<GgufFile> file_;
   std::unique_ptr<GgufWeightSource> source_;
 };
+
+// read_native hands back the file's own bytes for the same slice read_f32 converts: rows
+// unpermuted, column slices on block boundaries only.
+TEST_F(TinyLlama, NativeReadsAreTheBytesOfF32Reads) {
+  const std::string up = "model.layers.0.mlp.up_proj.weight";  // Q8_0, (2, 64)
+  EXPECT_TRUE(source_->reads_native(up));
+  std::vector<uint8_t> bytes(dtype_row_bytes(DType::Q8_0, 32));
+  source_->read_native(up, {1, 2}, {32, 64}, bytes.data());
+  std::vector<float> native(32), f32(32);
+  dequantize_row(DType::Q8_0, static_cast<const void*>(bytes.data()), 32, native.data());
+  source_->read_f32(up, {1, 2}, {32, 64}, f32.data());
+  EXPECT_EQ(native, f32);
+  EXPECT_TRUE(source_->native_cols_ok(up, {0, 64}));
+  EXPECT_FALSE(source_->native_cols_ok(up, {16, 48}));
+  const std::string why = error_of([&] {
+    source_->read_native(up, {0, 1}, {16, 48}, bytes.data());
+  });
+  for (const char* part : {"up_proj", "Q8_0", "[16, 48)", "32-element blocks"})
+    EXPECT_THAT(why, HasSubstr(part));
+  // Q rows come back in HF order (the converter's permutation undone), as read_f32 gives them.
+  const std::string q = "model.layers.0.self_attn.q_proj.weight";
+  std::vector<float> q_native(3 * 8), q_f32(3 * 8);
+  source_->read_native(q, {2, 5}, {}, q_native.data());
+  source_->read_f32(q, {2, 5}, {}, q_f32.data());
+  EXPECT_EQ(q_native, q_f32);
+  // A backend that multiplies by Q8_0 keeps it where the slice is block-aligned, else F32.
+  CpuBackend native_backend(1);
+  CpuBackend reference(CpuBackendOptions{1, false, "best"});
+  EXPECT_EQ(native_weight_dtype(*source_, native_backend, {up}, {}), DType::Q8_0);
+  EXPECT_EQ(native_weight_dtype(*source_, native_backend, {up}, {0, 48}), std::nullopt);
+  EXPECT_EQ(native_weight_dtype(*source_, reference, {up}, {}), std::nullopt);
+  EXPECT_EQ(native_weight_dtype(*source_, native_backend, {q}, {}), std::nullopt);  // F32 file
+}
 
 TEST_F(TinyLlama, HfNamesAndShapes) {
   EXPECT_TRUE(source_->has("model.embed_tokens.weight"));

@@ -29,8 +29,12 @@ const std::string kMpirun = std::string(PF_MPIEXEC) +
                             " -x LSAN_OPTIONS=detect_leaks=0";
 
 // Logits of split runs are sums in another order (TP partial sums, all-reduce order): float
-// rounding only. Max |a-b| over max |b| across all positions must stay below this.
+// rounding only. Max |a-b| over max |b| across all positions must stay below this. That holds
+// on the F32 weight path (--weight-dtype f32), which these tests use. With Q4_1 weights kept as
+// stored, decode rounds activations to int8 per block, and a float-rounding difference can move
+// one rounding step: NativeWeights below allows for that (measured 0.036 at tp=3).
 constexpr double kLogitTolerance = 1e-4;
+constexpr double kNativeLogitTolerance = 0.1;
 
 struct Split {
   int tp, pp;
@@ -50,11 +54,12 @@ std::vector<float> read_floats(const std::string& path) {
   return v;
 }
 
-RunOutput run(const std::string& model, const std::string& prompt, const Split* split) {
+RunOutput run(const std::string& model, const std::string& prompt, const Split* split,
+              const std::string& weight_dtype = "f32") {
   const std::string logits =
       (fs::temp_directory_path() / ("pf_logits_" + std::to_string(::getpid()) + ".bin")).string();
   std::string args = "generate -q -m " + model + " " + prompt +
-                     " --print-ids -n 8 --dump-logits " + logits;
+                     " --print-ids -n 8 --weight-dtype " + weight_dtype + " --dump-logits " + logits;
   CliResult r;
   if (split) {
     args += " --tp " + std::to_string(split->tp) + " --pp " + std::to_string(split->pp) +
@@ -69,7 +74,8 @@ RunOutput run(const std::string& model, const std::string& prompt, const Split* 
   return out;
 }
 
-void expect_same(const RunOutput& base, const RunOutput& got) {
+void expect_same(const RunOutput& base, const RunOutput& got,
+                 double tolerance = kLogitTolerance) {
   ASSERT_FALSE(base.ids.empty());
   EXPECT_EQ(got.ids, base.ids);
   ASSERT_EQ(got.logits.size(), base.logits.size());
@@ -78,7 +84,7 @@ void expect_same(const RunOutput& base, const RunOutput& got) {
     diff = std::max(diff, double(std::fabs(got.logits[i] - base.logits[i])));
     scale = std::max(scale, double(std::fabs(base.logits[i])));
   }
-  EXPECT_LT(diff / scale, kLogitTolerance) << "max abs diff " << diff << " of scale " << scale;
+  EXPECT_LT(diff / scale, tolerance) << "max abs diff " << diff << " of scale " << scale;
 }
 
 // mpirun adds its own banner about the non-zero exit; ours must be exactly one line.
@@ -105,6 +111,15 @@ TEST_P(SmolLM2Splits, SameGreedyTokensAndLogitsAsOneRank) {
   static const RunOutput base = run(kSmolLM2, prompt, nullptr);
   const Split split = GetParam();
   expect_same(base, run(kSmolLM2, prompt, &split));
+}
+
+// The Q4_1 weights kept as stored, sliced per rank (row slices, and column slices on 32-element
+// blocks): the same tokens as one rank, logits within the int8 rounding of activations.
+TEST_F(SmolLM2Splits, NativeWeightsGiveTheSameTokensAsOneRank) {
+  const std::string prompt = "-p 'The three primary colors are'";
+  const RunOutput base = run(kSmolLM2, prompt, nullptr, "auto");
+  const Split split{3, 1, "mpi"};
+  expect_same(base, run(kSmolLM2, prompt, &split, "auto"), kNativeLogitTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Mpirun, SmolLM2Splits,

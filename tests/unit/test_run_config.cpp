@@ -174,8 +174,8 @@ TEST(RunConfig, UnknownKeyNamesKeySectionAndLine) {
                         "keys: tp, pp, transport, pp_split)"));
   EXPECT_THAT(parse_error("model: m\nmodle_path: x\n"),
               HasSubstr("x.yaml:2: unknown key 'modle_path' at the top level (known keys: "
-                        "model, parallel, backend, dtype, threads, fusion_plan, batch, sampling, "
-                        "serve, timeouts)"));
+                        "model, parallel, backend, dtype, weight_dtype, threads, fusion_plan, "
+                        "batch, sampling, serve, timeouts)"));
   EXPECT_THAT(parse_error("sampling:\n  temprature: 0.5\n"),
               HasSubstr("x.yaml:2: unknown key 'temprature' in 'sampling' (did you mean "
                         "'temperature'?)"));

@@ -1,0 +1,63 @@
+// GGML's block-quantized weight formats, and the readable scalar code that defines them.
+//
+// A row of n elements (n a multiple of 32) is n/32 blocks stored back to back, each block
+// self-contained (layouts below, byte-compatible with GGUF). Nothing here is fast: these loops
+// are the definition every SIMD kernel (kernels/cpu/cpu_gemv_*.cpp) and every loader
+// (runtime/model/gguf.cpp) is checked against.
+//
+// Activations that meet a 4-bit weight in a dot product are quantized too, per 32-element
+// block, to ActivationBlock (int8 values with a float scale, and the scaled sum of the values
+// that the Q4_0 / Q4_1 offsets need), the way llama.cpp pairs Q4 weights with Q8 activations.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/core/dtype.h"
+
+namespace parafuse {
+
+constexpr int64_t kQuantBlockElements = 32;
+
+// value[i] = q[i] * d
+struct BlockQ8_0 {
+  uint16_t d;  // f16 scale
+  int8_t q[32];
+};
+// value[i] = (nibble[i] - 8) * d; byte j holds element j (low nibble) and j + 16 (high nibble)
+struct BlockQ4_0 {
+  uint16_t d;  // f16 scale
+  uint8_t q[16];
+};
+// value[i] = nibble[i] * d + m; nibbles as in Q4_0
+struct BlockQ4_1 {
+  uint16_t d;  // f16 scale
+  uint16_t m;  // f16 minimum
+  uint8_t q[16];
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
+
+// One 32-element block of an activation row: value[i] ~= q[i] * d, sum = d * sum(q).
+struct ActivationBlock {
+  float d;
+  float sum;
+  int8_t q[32];
+};
+
+// Dequantize one 32-element block of `type` (Q8_0 / Q4_0 / Q4_1) into out[32].
+void dequantize_block(DType type, const void* block, float* out);
+
+// Dequantize n elements (the first n of a row) stored as `type` (any weight type: F32, F16,
+// BF16, Q8_0, Q4_0, Q4_1); block types need n to be a multiple of 32.
+void dequantize_row(DType type, const void* row, int64_t n, float* out);
+
+// Quantize n floats (a multiple of 32 for block types) to `type` (F32, F16, BF16, Q8_0, Q4_0,
+// Q4_1) with llama.cpp's reference rounding: Q8_0 d = amax/127, Q4_0 d = max/-8 (the element of
+// largest magnitude maps to -8), Q4_1 d = (max-min)/15, m = min. For tests and tools.
+void quantize_row(DType type, const float* x, int64_t n, void* out);
+
+// Quantize n activations (a multiple of 32) to n/32 ActivationBlocks: d = amax/127,
+// q = round(x/d).
+void quantize_activations(const float* x, int64_t n, ActivationBlock* out);
+
+}  // namespace parafuse

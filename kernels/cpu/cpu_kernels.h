@@ -1,0 +1,65 @@
+// The CPU backend's inner loops, one set per instruction set, chosen once at run time.
+//
+// The build never assumes more than baseline x86-64: cpu_gemv_avx2.cpp and cpu_gemv_avx512.cpp
+// are compiled with their own -m flags (kernels/CMakeLists.txt) and hold nothing but these
+// loops, and cpu_kernels.cpp picks the best set this CPU has (__builtin_cpu_supports) the first
+// time it is asked. The generic set is plain C++ written from kernels/core/quant.h, and the
+// reference the others are tested against (tests/unit/test_backend_ops.cpp). Every function
+// works on plain arrays; threading and shapes are the callers' business (cpu_quant.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/core/dtype.h"
+#include "kernels/core/quant.h"
+
+namespace parafuse::cpu_kernels {
+
+// out[r] = dot(weight row r, x) for `rows` rows of k elements, row r at w + r * row_bytes.
+// Q4_0 / Q4_1 rows take x as k/32 ActivationBlocks (activations_quantized()); F32, F16, BF16 and
+// Q8_0 rows take k floats (8-bit weights keep the activations exact).
+using GemvFn = void (*)(const void* w, size_t row_bytes, int64_t rows, const void* x, int64_t k,
+                        float* out);
+// n activations (a multiple of 32) -> n/32 ActivationBlocks, bit-identical to
+// parafuse::quantize_activations.
+using QuantizeFn = void (*)(const float* x, int64_t n, ActivationBlock* out);
+// The first k elements of a weight row -> k floats (as parafuse::dequantize_row).
+using DequantizeFn = void (*)(const void* row, int64_t k, float* out);
+
+// An aggregate with no member initializers on purpose: the per-ISA sources fill one in, and a
+// trivial struct has no inline constructor that their -m flags could leak into shared code.
+// Make one as `KernelSet s{};`.
+struct KernelSet {
+  const char* isa;  // "avx512-vnni", "avx2", "generic"
+  GemvFn gemv_f32, gemv_f16, gemv_bf16;
+  GemvFn gemv_q8_0, gemv_q4_0, gemv_q4_1;
+  QuantizeFn quantize;
+  // Attention's and SwiGLU's inner loops (float32; exp by a polynomial of relative error ~2e-7
+  // in the SIMD sets, std::exp in the generic one).
+  // out[j] = q . keys[j] for n keys of hd floats; acc += sum_j p[j] values[j].
+  void (*attention_scores)(const float* q, const float* const* keys, int n, int64_t hd, float* out);
+  void (*attention_accumulate)(float* acc, const float* p, const float* const* values, int n,
+                               int64_t hd);
+  float (*exp_shift_sum)(float* x, int64_t n, float shift);  // x = exp(x - shift); sum
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);  // silu(g) u
+  DequantizeFn dequant_f16, dequant_bf16;
+  DequantizeFn dequant_q8_0, dequant_q4_0, dequant_q4_1;
+
+  GemvFn gemv(DType w) const;  // throws for a type with no kernel
+  // Whether gemv(w) takes ActivationBlocks rather than floats.
+  static bool activations_quantized(DType w) { return w == DType::Q4_0 || w == DType::Q4_1; }
+  DequantizeFn dequantize(DType w) const;  // F32 has none (use the row as it is)
+};
+
+// The best set this CPU runs.
+const KernelSet& best_kernels();
+// A named set ("avx512-vnni", "avx2", "generic"), or nullptr where this CPU lacks it.
+const KernelSet* kernels_named(const char* isa);
+
+// Sets defined in the per-ISA sources.
+KernelSet generic_kernels();
+KernelSet avx2_kernels();
+KernelSet avx512_kernels();
+
+}  // namespace parafuse::cpu_kernels
