@@ -22,6 +22,7 @@
 #include "runtime/model/model_files.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/model/synthetic.h"
+#include "tests/unit/cli_runner.h"
 #include "tests/unit/error_of.h"
 
 namespace parafuse {
@@ -263,6 +264,25 @@ TEST(Fp8QuantizeAtLoad, EqualsTheCompressedTensorsCheckpointOfTheSameWeights) {
   for (int64_t r = 0; r < 4; ++r)
     for (int64_t c = 0; c < 10; ++c)
       EXPECT_EQ(part[size_t(r * 10 + c)], whole[size_t((5 + r) * 64 + 20 + c)]);
+}
+
+TEST(Fp8QuantizeAtLoad, WeightDtypeFp8FromTheCommandLine) {
+  const CliResult r = run_cli("generate -q -m synthetic:" + kTinyLlama +
+                              "@7 --prompt-ids 1,5,9 -n 12 --print-ids --weight-dtype fp8");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ModelFiles m = open_model("synthetic:" + kTinyLlama + "@7");
+  const Fp8QuantizedWeights quantized(std::move(m.weights));
+  auto backend = make_cpu_backend(1);
+  EngineOptions eo;
+  eo.kv_cache_tokens = 64;
+  Engine e(m.config, quantized, *backend, eo);
+  GenerateOptions options;
+  options.max_tokens = 12;
+  const std::vector<int32_t> prompt = {1, 5, 9};
+  std::string expected;
+  for (int32_t id : generate(e, prompt, options).ids)
+    expected += (expected.empty() ? "" : " ") + std::to_string(id);
+  EXPECT_NE(r.out.find(expected), std::string::npos) << r.out << "\nexpected " << expected;
 }
 
 // --- malformed --------------------------------------------------------------------------------
