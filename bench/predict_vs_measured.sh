@@ -23,7 +23,9 @@ for tp in 1 3; do
   load "before calibrate np$tp"
   "${run[@]}" "$pf" predict --calibrate -q --out "$out/cluster-cpu-np$tp.yaml"
   load "before sweep tp$tp"
-  "${run[@]}" "$pf" bench -q -m "$model" --tp "$tp" --threads 1 --batch "$batches" \
+  # F32 weights: what the calibration times and what `predict --dtype f32` models.
+  "${run[@]}" "$pf" bench -q -m "$model" --tp "$tp" --threads 1 --weight-dtype f32 \
+    --batch "$batches" \
     --input-len "$input" --output-len "$output" --label "SmolLM2 tp$tp measured" \
     --json "$out/smollm2-tp$tp.json" --csv "$out/smollm2-tp$tp.csv" > "$out/smollm2-tp$tp.txt"
   load "after sweep tp$tp"

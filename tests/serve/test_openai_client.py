@@ -27,11 +27,15 @@ CHAT_QUESTION = "What is the capital of France?"
 server = None  # serve_fixture.Server, set by main()
 
 
+# The server's --weight-dtype, if given, for the reference runs too.
+WEIGHT_ARGS = []
+
+
 def generate(*args):
     """The greedy text `parafuse generate` prints for the same request (its trailing newline
     removed): the server must agree with it token for token."""
     result = subprocess.run(
-        [serve_fixture.BINARY, "generate", "-m", serve_fixture.MODEL, "-q", *args],
+        [serve_fixture.BINARY, "generate", "-m", serve_fixture.MODEL, "-q", *WEIGHT_ARGS, *args],
         capture_output=True, text=True, check=True,
         env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
     return result.stdout.removesuffix("\n")
@@ -138,6 +142,9 @@ class OpenAIClient(unittest.TestCase):
 def main():
     serve_fixture.require_model()
     args = serve_fixture.parse_args()
+    if "--weight-dtype" in args.server_args:
+        at = args.server_args.index("--weight-dtype")
+        WEIGHT_ARGS.extend(args.server_args[at:at + 2])
 
     def set_server(started):
         global server
