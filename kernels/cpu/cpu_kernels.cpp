@@ -1,6 +1,10 @@
 // The generic (plain C++) kernel set and the run-time choice of a set. See cpu_kernels.h.
 #include "kernels/cpu/cpu_kernels.h"
 
+#if PARAFUSE_X86_KERNELS
+#include <cpuid.h>  // __get_cpuid, bit_F16C
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <string_view>
@@ -104,9 +108,13 @@ void silu_mul_plain(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 #if PARAFUSE_X86_KERNELS
+// F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know "f16c").
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 bool cpu_has_avx512() {
   return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
