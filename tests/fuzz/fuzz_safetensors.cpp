@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/core/error.h"
@@ -33,20 +34,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<uint8_t> bytes(data, data + size);
   try {
     const parafuse::SafetensorsFile file(bytes.data(), bytes.size(), "fuzz");
-    for (const auto& [name, entry] : file.entries())
+    for (const auto& item : file.entries()) {  // (clang 14 cannot capture a structured binding)
+      const parafuse::SafetensorsEntry& entry = item.second;
       read_all_ways(entry.info, [&](parafuse::Range r, parafuse::Range c, float* out) {
         file.read_f32(entry, r, c, out);
       });
+    }
   } catch (const parafuse::Error&) {
     // Rejected with a message: the expected outcome for most inputs.
   }
   try {
     const parafuse::SafetensorsWeightSource source(
         std::make_unique<parafuse::SafetensorsFile>(bytes.data(), bytes.size(), "fuzz"));
-    for (const auto& [name, info] : source.tensors())
-      read_all_ways(info, [&](parafuse::Range r, parafuse::Range c, float* out) {
+    for (const auto& item : source.tensors()) {
+      const std::string& name = item.first;
+      read_all_ways(item.second, [&](parafuse::Range r, parafuse::Range c, float* out) {
         source.read_f32(name, r, c, out);
       });
+    }
   } catch (const parafuse::Error&) {
   }
   return 0;
