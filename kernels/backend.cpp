@@ -10,6 +10,7 @@ Tensor Tensor::rows_view(int64_t begin, int64_t end) const {
            end, rows);
   Tensor t = *this;
   t.data = static_cast<char*>(data) + size_t(begin) * dtype_row_bytes(dtype, row_stride);
+  if (scales) t.scales = scales + begin;
   t.rows = end - begin;
   return t;
 }

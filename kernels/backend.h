@@ -23,12 +23,18 @@ namespace parafuse {
 // A non-owning row-major view: `rows` x `cols` elements, row r starting `row_stride` elements
 // after row r-1 (row_stride == cols when contiguous). For a block-quantized dtype, cols,
 // row_stride and column views are whole 32-element blocks (dtype_row_bytes).
+// An F8_E4M3 weight also carries its dequantization: `scales` holds one F32 per row (value =
+// code * scales[row]; a per-tensor scale is repeated per row at load), in the same memory as
+// `data` (device memory on a device backend), and `input_scale` is the checkpoint's static
+// activation scale (0: none, activations are scaled per token).
 struct Tensor {
   void* data = nullptr;
   DType dtype = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t row_stride = 0;
+  const float* scales = nullptr;  // F8_E4M3 weights: rows floats; rows_view moves with them
+  float input_scale = 0.0f;       // F8_E4M3 weights: static activation scale, 0 if none
 
   bool empty() const { return data == nullptr; }
   int64_t numel() const { return rows * cols; }

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace parafuse {
 
@@ -27,38 +28,38 @@ constexpr float f8_e4m3_to_f32(uint8_t code) {
   return sign * magnitude;
 }
 
-// Nearest E4M3 code; ties to even; |x| >= 448 saturates to +-448; NaN -> the NaN code.
+// Nearest E4M3 code; ties to even; |x| >= 448 saturates to +-448; NaN -> the NaN code. Bit
+// arithmetic (a load quantizes billions of weights): normals keep the float's exponent and
+// round its 23-bit mantissa to 3 bits, the carry running into the exponent; below 2^-6 the
+// value is a whole number of 2^-9 steps, rounded half to even. (tests/unit/test_fp8.cpp checks
+// it against a search over the codes for millions of floats.)
 inline uint8_t f32_to_f8_e4m3(float x) {
-  const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
-  if (std::isnan(x)) return uint8_t(sign | 0x7f);
+  uint32_t bits = 0;
+  std::memcpy(&bits, &x, sizeof bits);
+  const uint8_t sign = uint8_t((bits >> 24) & 0x80);
+  const uint32_t abs_bits = bits & 0x7fffffffu;
+  if (abs_bits > 0x7f800000u) return uint8_t(sign | 0x7f);  // NaN
   const float a = std::fabs(x);
   if (a >= kF8E4M3Max) return uint8_t(sign | 0x7e);
-  // The largest positive code whose value is <= a (codes 0..0x7e ascend).
-  int lo = 0, hi = 0x7e;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (f8_e4m3_to_f32(uint8_t(mid)) <= a) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
+  if (a < 0.015625f) {  // subnormal range: multiples of 2^-9 (a * 512 is exact)
+    return uint8_t(sign | uint8_t(std::nearbyint(a * 512.0f)));  // 8 = 2^-6, the first normal
   }
-  int code = lo;
-  if (code < 0x7e) {
-    const float below = f8_e4m3_to_f32(uint8_t(code)), above = f8_e4m3_to_f32(uint8_t(code + 1));
-    const float to_below = a - below, to_above = above - a;
-    if (to_above < to_below || (to_above == to_below && (code & 1))) ++code;
-  }
-  return uint8_t(sign | code);
+  // exponent e in [-6, 8] -> biased e + 7 in bits 3..6; mantissa rounded to nearest even.
+  const uint32_t exponent = ((abs_bits >> 23) & 0xffu) - 127u + 7u;
+  uint32_t v = (exponent << 23) | (abs_bits & 0x7fffffu);
+  v += 0x7ffffu + ((v >> 20) & 1u);
+  return uint8_t(sign | uint8_t(v >> 20));
 }
 
 // Per-channel quantization of one row as FP8 checkpoints and `--dtype fp8` do it: scale =
 // max |v| / 448 (1 for an all-zero row), code = nearest E4M3 of v / scale. Returns the scale;
-// the row's dequantized values are f8_e4m3_to_f32(code) * scale.
+// the row's dequantized values are f8_e4m3_to_f32(code) * scale. codes == nullptr: the scale
+// only.
 inline float quantize_row_e4m3(const float* v, int64_t n, uint8_t* codes) {
   float amax = 0.0f;
   for (int64_t i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(v[i]));
   const float scale = amax > 0.0f && std::isfinite(amax) ? amax / kF8E4M3Max : 1.0f;
+  if (codes == nullptr) return scale;
   for (int64_t i = 0; i < n; ++i) codes[i] = f32_to_f8_e4m3(v[i] / scale);
   return scale;
 }

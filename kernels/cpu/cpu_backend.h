@@ -54,7 +54,8 @@ class CpuBackend final : public Backend {
   bool supports(Op op, DType dtype) const override;
   DType weight_dtype() const override { return DType::F32; }
   DType activation_dtype() const override { return DType::F32; }
-  // F32 always; F16, BF16, Q8_0, Q4_0, Q4_1 unless native_weights is off.
+  // F32 always; F16, BF16, Q8_0, Q4_0, Q4_1 and F8_E4M3 (with row scales, cpu_fp8.cpp)
+  // unless native_weights is off.
   bool supports_weight(DType dtype) const override;
   int threads() const { return threads_; }
   const char* isa() const;  // the kernel set in use
@@ -84,6 +85,8 @@ class CpuBackend final : public Backend {
   void sample(const Tensor& logits, const SamplingParams* params, int32_t* ids_out) override;
 
  private:
+  void gemm_fp8(const Tensor& x, const Tensor& w, const Tensor& y, float beta);  // cpu_fp8.cpp
+
   int threads_ = 1;
   bool native_weights_ = true;
   std::unique_ptr<ThreadPool> pool_;
@@ -93,6 +96,10 @@ class CpuBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 1);
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options);
+
+// Rows [row_begin, row_end) of an F8_E4M3 weight with row scales -> F32 values
+// (code * scale), (row_end - row_begin) x w.cols contiguous floats (cpu_fp8.cpp).
+void dequantize_fp8_rows(const Tensor& w, int64_t row_begin, int64_t row_end, float* out);
 
 namespace cpu_detail {
 // The CPU sources' dtype check (F32 or I32, per tensor); throws an Error naming the op. The

@@ -55,6 +55,7 @@ void CpuBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float b
   PF_CHECK(supports_weight(w.dtype),
            "gemm: w has dtype {}, which the cpu backend cannot multiply by", dtype_name(w.dtype));
   check_gemm_shapes(x, w, y);
+  if (w.dtype == DType::F8_E4M3) return gemm_fp8(x, w, y, beta);
   const int64_t m = x.rows, k = x.cols, n = w.rows;
   PF_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX && x.row_stride <= INT32_MAX &&
                w.row_stride <= INT32_MAX && y.row_stride <= INT32_MAX,

@@ -4,6 +4,7 @@
 // the tensor's row_stride (weights in a block format: whole rows of blocks).
 #include <cblas.h>  // openblas_set_num_threads (OpenBLAS's cblas.h)
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -77,6 +78,7 @@ bool CpuBackend::supports_weight(DType dtype) const {
     case DType::Q8_0:
     case DType::Q4_0:
     case DType::Q4_1:
+    case DType::F8_E4M3:
       return native_weights_;
     default:
       return false;
@@ -140,6 +142,12 @@ void CpuBackend::download_f32(const Tensor& src, float* host) {
   PF_CHECK(host != nullptr || src.numel() == 0, "download_f32: null host pointer");
   if (src.dtype == DType::F32) {
     copy_rows(src.data, src.row_stride, host, src.cols, src.rows, src.cols, sizeof(float));
+    return;
+  }
+  if (src.dtype == DType::F8_E4M3 && supports_weight(src.dtype)) {
+    std::vector<float> rows(size_t(src.numel()));
+    dequantize_fp8_rows(src, 0, src.rows, rows.data());
+    std::copy(rows.begin(), rows.end(), host);
     return;
   }
   if (src.dtype != DType::I32 && supports_weight(src.dtype)) {  // a weight in its file format

@@ -107,8 +107,11 @@ Tensor Engine::load_rows(const WeightSource& w, const std::string& name, int64_t
       is_norm ? std::vector<int64_t>{H} : std::vector<int64_t>{config_.vocab_size, H};
   PF_CHECK(info.shape == want, "{}: tensor {} has shape [{}], the config implies [{}]",
            w.description(), name, fmt::join(info.shape, ", "), fmt::join(want, ", "));
-  const std::optional<DType> native =
+  // (Tables and the LM head carry no FP8 scales: an FP8 one is read as F32.)
+  const std::optional<DType> found =
       is_norm ? std::nullopt : native_weight_dtype(w, backend_, {name}, Range{});
+  const std::optional<DType> native =
+      found.has_value() && found.value() != DType::F8_E4M3 ? found : std::nullopt;
   if (native) {  // the file's format (a quantized table dequantizes the rows it looks up)
     const size_t row_bytes = dtype_row_bytes(*native, H);
     std::vector<uint8_t> bytes(size_t(padded_rows) * row_bytes, 0);  // zero blocks: zero rows

@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/core/error.h"
@@ -147,10 +148,19 @@ Stage::Stage(const ModelConfig& config, const WeightSource& weights, Backend& ba
     const DType dtype = *native;
     const size_t row_bytes = dtype_row_bytes(dtype, n_cols);
     std::vector<uint8_t> host(size_t(n_rows) * row_bytes);
+    // FP8: each part's per-row scales beside its codes; the static activation scale of the
+    // stacked weight is the largest of its parts' (one quantization of x serves them all).
+    const bool fp8 = dtype == DType::F8_E4M3;
+    std::vector<float> scales(fp8 ? size_t(n_rows) : 0);
+    float input_scale = 0.0f;
     int64_t row = 0;
     for (const auto& [part, rows] : parts) {
       const int64_t r = (rows.end == -1 ? weights.info(part).rows() : rows.end) - rows.begin;
       weights.read_native(part, rows, cols, host.data() + size_t(row) * row_bytes);
+      if (fp8) {
+        weights.read_row_scales(part, rows, scales.data() + row);
+        input_scale = std::max(input_scale, weights.input_scale(part));
+      }
       row += r;
       if (done_bytes) {
         *done_bytes += size_t(r * n_cols) * sizeof(float);
@@ -160,6 +170,13 @@ Stage::Stage(const ModelConfig& config, const WeightSource& weights, Backend& ba
     weight_buffers_.emplace_back();
     Tensor t = backend.alloc_tensor(weight_buffers_.back(), dtype, n_rows, n_cols);
     backend.upload_weight(host.data(), t);
+    if (fp8) {
+      weight_buffers_.emplace_back();
+      const Tensor s = backend.alloc_tensor(weight_buffers_.back(), DType::F32, 1, n_rows);
+      backend.upload_f32(scales.data(), s);
+      t.scales = s.f32();
+      t.input_scale = input_scale;
+    }
     return t;
   };
   auto check_shape = [&](const std::string& name, std::vector<int64_t> shape) {

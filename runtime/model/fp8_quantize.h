@@ -7,8 +7,9 @@
 // code * scale in F32, and report F8_E4M3 as their dtype; the embedding, the LM head and the
 // norms are read unchanged (FP8 recipes keep them in high precision). A slice reads its rows
 // in full, since a row's scale depends on the whole row, so every rank of a TP split sees the
-// same values as one rank reading the whole tensor. The CPU backend computes with these values
-// (the reference an FP8 GEMM is checked against).
+// same values as one rank reading the whole tensor. A backend that multiplies by FP8 weights
+// (Backend::supports_weight) reads the codes and row scales natively; the others get the
+// values code * scale in F32 (the reference an FP8 GEMM is checked against).
 #pragma once
 
 #include <memory>
@@ -26,9 +27,20 @@ class Fp8QuantizedWeights final : public WeightSource {
   explicit Fp8QuantizedWeights(std::unique_ptr<WeightSource> inner);
   std::string description() const override;
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override;
+  // The quantized weights natively: their codes, and one scale per row (no static activation
+  // scale: a backend scales activations per token); the rest as the inner source reads them.
+  bool reads_native(const std::string& name) const override;
+  void read_native(const std::string& name, Range rows, Range cols, void* out) const override;
+  void read_row_scales(const std::string& name, Range rows, float* out) const override;
+  float input_scale(const std::string& name) const override;
   int quantized_tensors() const { return quantized_; }
 
  private:
+  // Quantizes the whole rows of `slice` and writes what is asked: the slice's codes, the rows'
+  // scales, the slice's dequantized values.
+  void quantize_rows(const std::string& name, const Slice& slice, uint8_t* codes, float* scales,
+                     float* values) const;
+
   std::unique_ptr<WeightSource> inner_;
   int quantized_ = 0;
 };

@@ -8,6 +8,7 @@
 #include "runtime/model/safetensors.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -365,6 +366,21 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
   }
 }
 
+void SafetensorsFile::read_raw(const SafetensorsEntry& entry, Range rows, Range cols,
+                               void* out) const {
+  const TensorInfo& info = entry.info;
+  const Slice slice = resolve_slice(info, rows, cols, origin_);
+  const size_t element = dtype_size(info.dtype);
+  const size_t width = size_t(slice.cols()) * element;
+  if (width == 0) return;
+  const uint8_t* base = data_of(entry);
+  for (int64_t r = slice.row_begin; r < slice.row_end; ++r) {
+    const size_t first = size_t(r * info.cols() + slice.col_begin) * element;
+    std::memcpy(static_cast<uint8_t*>(out) + size_t(r - slice.row_begin) * width, base + first,
+                width);
+  }
+}
+
 void SafetensorsFile::read_f32(const SafetensorsEntry& entry, Range rows, Range cols,
                                float* out) const {
   const TensorInfo& info = entry.info;
@@ -525,16 +541,23 @@ void SafetensorsWeightSource::bind_fp8_scales() {
           dir_, scale_name, shape_string(s.shape), name, shape_string(info.shape), info.rows(),
           info.rows());
     }
-    fp8_scales_[name] = Fp8Scale{scale->second, per_channel && info.rows() != 1};
+    Fp8Scale& bound = fp8_scales_[name];
+    bound = Fp8Scale{scale->second, per_channel && info.rows() != 1, {}};
     belongs_to_a_weight.insert(scale_name);
     const std::string input_scale = base + ".input_scale";
     if (const auto in = where_.find(input_scale); in != where_.end()) {
+      const TensorInfo& is = in->second.second->info;
       int64_t m = 1;
-      for (int64_t d : in->second.second->info.shape) m *= d;
-      if (m != 1) {
+      for (int64_t d : is.shape) m *= d;
+      if (m != 1 || is.shape.size() > 2) {
         PF_THROW("{}: activation scale '{}' has shape {}; a static input_scale is one value", dir_,
-                 input_scale, shape_string(in->second.second->info.shape));
+                 input_scale, shape_string(is.shape));
       }
+      if (is.dtype != DType::F32 && is.dtype != DType::BF16 && is.dtype != DType::F16) {
+        PF_THROW("{}: activation scale '{}' has dtype {}; it must be F32, BF16 or F16", dir_,
+                 input_scale, dtype_name(is.dtype));
+      }
+      bound.input_scale = in->second;
       belongs_to_a_weight.insert(input_scale);
     }
   }
@@ -567,24 +590,65 @@ void SafetensorsWeightSource::read_f32(const std::string& name, Range rows, Rang
   info(name);  // the missing-tensor error
   const auto& [file, entry] = where_.at(name);
   file->read_f32(*entry, rows, cols, out);
-  const auto fp8 = fp8_scales_.find(name);
-  if (fp8 == fp8_scales_.end()) return;
+  if (fp8_scales_.count(name) == 0) return;
   const Slice slice = resolve_slice(entry->info, rows, cols, file->origin());
+  std::vector<float> scales(size_t(slice.rows()));
+  read_row_scales(name, rows, scales.data());
+  const size_t width = size_t(slice.cols());
+  for (int64_t r = 0; r < slice.rows(); ++r) {
+    float* row = out + size_t(r) * width;
+    for (size_t c = 0; c < width; ++c) row[c] *= scales[size_t(r)];
+  }
+}
+
+bool SafetensorsWeightSource::reads_native(const std::string& name) const {
+  const TensorInfo& t = info(name);
+  if (t.shape.size() != 2) return false;
+  return t.dtype == DType::F32 || t.dtype == DType::BF16 || t.dtype == DType::F16 ||
+         t.dtype == DType::F8_E4M3;  // every F8_E4M3 weight has its scale (bind_fp8_scales)
+}
+
+void SafetensorsWeightSource::read_native(const std::string& name, Range rows, Range cols,
+                                          void* out) const {
+  const TensorInfo& t = info(name);
+  const auto& [file, entry] = where_.at(name);
+  PF_CHECK(reads_native(name), "{}: tensor '{}' {} {} is not read in its storage format",
+           file->origin(), name, dtype_name(t.dtype), shape_string(t.shape));
+  file->read_raw(*entry, rows, cols, out);
+}
+
+void SafetensorsWeightSource::read_row_scales(const std::string& name, Range rows,
+                                              float* out) const {
+  const TensorInfo& t = info(name);
+  const auto fp8 = fp8_scales_.find(name);
+  if (fp8 == fp8_scales_.end()) {
+    WeightSource::read_row_scales(name, rows, out);  // the error
+    return;
+  }
+  const auto& [file, entry] = where_.at(name);
+  const Slice slice = resolve_slice(t, rows, Range{}, file->origin());
   const auto& [scale_file, scale_entry] = fp8->second.scale;
-  std::vector<float> scales(fp8->second.per_channel ? size_t(slice.rows()) : 1);
   if (fp8->second.per_channel) {  // [rows] is one row of rows columns; [rows, 1] rows of one
     const bool column = scale_entry->info.shape.size() == 2;
     scale_file->read_f32(*scale_entry, column ? Range{slice.row_begin, slice.row_end} : Range{},
-                         column ? Range{} : Range{slice.row_begin, slice.row_end}, scales.data());
-  } else {  // a scalar ([]), [1] or [1, 1]: one value
-    scale_file->read_f32(*scale_entry, Range{}, Range{}, scales.data());
+                         column ? Range{} : Range{slice.row_begin, slice.row_end}, out);
+  } else {  // a scalar ([]), [1] or [1, 1]: one value for every row
+    float s = 0.0f;
+    scale_file->read_f32(*scale_entry, Range{}, Range{}, &s);
+    std::fill(out, out + slice.rows(), s);
   }
-  const size_t width = size_t(slice.cols());
-  for (int64_t r = 0; r < slice.rows(); ++r) {
-    const float s = scales[fp8->second.per_channel ? size_t(r) : 0];
-    float* row = out + size_t(r) * width;
-    for (size_t c = 0; c < width; ++c) row[c] *= s;
-  }
+}
+
+float SafetensorsWeightSource::input_scale(const std::string& name) const {
+  info(name);
+  const auto fp8 = fp8_scales_.find(name);
+  if (fp8 == fp8_scales_.end() || !fp8->second.input_scale.first) return 0.0f;
+  const auto& [file, entry] = fp8->second.input_scale;
+  float s = 0.0f;
+  file->read_f32(*entry, Range{}, Range{}, &s);
+  PF_CHECK(std::isfinite(s) && s > 0.0f, "{}: input_scale of '{}' is {}; it must be positive",
+           file->origin(), name, s);
+  return s;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class SafetensorsFile {
   // rows x cols slice of a 1-D or 2-D entry as F32 (WeightSource::read_f32 semantics); touches
   // only the slice's bytes. Throws naming the file and tensor on a bad range or rank > 2.
   void read_f32(const SafetensorsEntry& e, Range rows, Range cols, float* out) const;
+  // The same slice in the entry's own storage bytes (plain dtypes), row-major, contiguous.
+  void read_raw(const SafetensorsEntry& e, Range rows, Range cols, void* out) const;
 
  private:
   void parse(const uint8_t* data, size_t size);
@@ -66,6 +68,12 @@ class SafetensorsWeightSource : public WeightSource {
   explicit SafetensorsWeightSource(std::unique_ptr<SafetensorsFile> file);
   std::string description() const override;
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override;
+  // 2-D F32, BF16, F16 and F8_E4M3 tensors read natively (their bytes as stored); FP8 weights
+  // with their row scales and static input_scale.
+  bool reads_native(const std::string& name) const override;
+  void read_native(const std::string& name, Range rows, Range cols, void* out) const override;
+  void read_row_scales(const std::string& name, Range rows, float* out) const override;
+  float input_scale(const std::string& name) const override;
   // "" or the quantization scheme found, e.g. "FP8 (modelopt, per-tensor weight scales)".
   const std::string& quantization() const { return quantization_; }
 
@@ -74,6 +82,7 @@ class SafetensorsWeightSource : public WeightSource {
   struct Fp8Scale {
     Location scale;
     bool per_channel = false;
+    Location input_scale;  // {nullptr, nullptr} where the weight has none
   };
   void bind_fp8_scales();
 

@@ -63,6 +63,17 @@ void WeightSource::read_native(const std::string& name, Range rows, Range cols, 
   read_f32(name, rows, cols, static_cast<float*>(out));
 }
 
+void WeightSource::read_row_scales(const std::string& name, Range rows, float* out) const {
+  (void)rows, (void)out;
+  PF_THROW("{}: tensor '{}' ({}) has no FP8 row scales", description(), name,
+           dtype_name(info(name).dtype));
+}
+
+float WeightSource::input_scale(const std::string& name) const {
+  info(name);  // the missing-tensor error
+  return 0.0f;
+}
+
 bool WeightSource::native_cols_ok(const std::string& name, Range cols) const {
   const TensorInfo& t = info(name);
   const int64_t block = dtype_block_elements(t.dtype);

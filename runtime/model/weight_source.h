@@ -73,6 +73,13 @@ class WeightSource {
   virtual void read_native(const std::string& name, Range rows, Range cols, void* out) const;
   // Whether the column slice `cols` of `name` falls on its storage blocks.
   bool native_cols_ok(const std::string& name, Range cols) const;
+  // FP8 weights read natively (F8_E4M3 codes): the dequantization scale of each of the rows
+  // `rows` of `name`, one float per row (a per-tensor scale repeated), so that row r's values
+  // are f8_e4m3_to_f32(code) * out[r] exactly as read_f32 gives them; and the weight's static
+  // activation scale (ModelOpt `input_scale`), 0 where it has none. The base class reads no
+  // FP8 natively: read_row_scales is an Error there.
+  virtual void read_row_scales(const std::string& name, Range rows, float* out) const;
+  virtual float input_scale(const std::string& name) const;
 
   // Convenience: the whole tensor.
   std::vector<float> read_all(const std::string& name) const;

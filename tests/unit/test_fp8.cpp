@@ -7,10 +7,12 @@
 #include <unistd.h>  // getpid
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -68,6 +70,54 @@ TEST(Fp8E4M3, RoundsToNearestEvenAndSaturates) {
   EXPECT_EQ(f32_to_f8_e4m3(INFINITY), 0x7e);
   EXPECT_EQ(f32_to_f8_e4m3(-0.0f), 0x80);
   EXPECT_EQ(f32_to_f8_e4m3(NAN) & 0x7f, 0x7f);
+}
+
+// The encoder's bit arithmetic against the definition: the code whose value is nearest (ties
+// to the even code), found by searching the ascending codes, for every 61st float up to 512
+// and 200000 random ones.
+uint8_t nearest_code_by_search(float x) {
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  const float a = std::fabs(x);
+  if (a >= kF8E4M3Max) return uint8_t(sign | 0x7e);
+  int lo = 0, hi = 0x7e;  // the largest code whose value is <= a
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (f8_e4m3_to_f32(uint8_t(mid)) <= a) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  int code = lo;
+  if (code < 0x7e) {
+    const float to_below = a - f8_e4m3_to_f32(uint8_t(code));
+    const float to_above = f8_e4m3_to_f32(uint8_t(code + 1)) - a;
+    if (to_above < to_below || (to_above == to_below && (code & 1))) ++code;
+  }
+  return uint8_t(sign | code);
+}
+
+TEST(Fp8E4M3, EncoderEqualsTheNearestCodeSearch) {
+  const float limit = 512.0f;
+  uint32_t limit_bits = 0;
+  std::memcpy(&limit_bits, &limit, 4);
+  for (uint32_t bits = 0; bits <= limit_bits; bits += 61) {
+    float x = 0;
+    std::memcpy(&x, &bits, 4);
+    ASSERT_EQ(f32_to_f8_e4m3(x), nearest_code_by_search(x)) << x;
+    ASSERT_EQ(f32_to_f8_e4m3(-x), nearest_code_by_search(-x)) << -x;
+  }
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> exponent(-14.0f, 10.0f);
+  for (int i = 0; i < 200000; ++i) {
+    const float x = std::exp2(exponent(rng)) * (i % 2 ? -1.0f : 1.0f);
+    ASSERT_EQ(f32_to_f8_e4m3(x), nearest_code_by_search(x)) << x;
+  }
+  // Every midpoint between neighbouring codes: ties go to the even code.
+  for (int c = 0; c < 0x7e; ++c) {
+    const float mid = (f8_e4m3_to_f32(uint8_t(c)) + f8_e4m3_to_f32(uint8_t(c + 1))) / 2;
+    ASSERT_EQ(f32_to_f8_e4m3(mid), nearest_code_by_search(mid)) << "between codes " << c;
+  }
 }
 
 // --- checkpoints ------------------------------------------------------------------------------
@@ -239,6 +289,77 @@ TEST(Fp8Checkpoint, SlicedReadsScaleTheirOwnRows) {
   fp8.weights->read_f32(name, rows, cols, a.data());
   f32.weights->read_f32(name, rows, cols, b.data());
   EXPECT_EQ(a, b);
+}
+
+// Native reads: the codes of a slice and its rows' scales give read_f32's values exactly, for
+// both sources of FP8 weights (a checkpoint, and quantization at load).
+void expect_native_equals_f32(const WeightSource& w, const std::string& name) {
+  ASSERT_TRUE(w.reads_native(name)) << name;
+  ASSERT_EQ(w.info(name).dtype, DType::F8_E4M3);
+  const TensorInfo& info = w.info(name);
+  const Range rows{2, info.rows() - 1}, cols{3, info.cols() - 5};
+  const int64_t nr = rows.end - rows.begin, nc = cols.end - cols.begin;
+  std::vector<uint8_t> codes(static_cast<size_t>(nr * nc));
+  std::vector<float> scales(static_cast<size_t>(nr)), values(static_cast<size_t>(nr * nc));
+  w.read_native(name, rows, cols, codes.data());
+  w.read_row_scales(name, rows, scales.data());
+  w.read_f32(name, rows, cols, values.data());
+  for (int64_t r = 0; r < nr; ++r)
+    for (int64_t c = 0; c < nc; ++c)
+      ASSERT_EQ(f8_e4m3_to_f32(codes[size_t(r * nc + c)]) * scales[size_t(r)],
+                values[size_t(r * nc + c)])
+          << name << " row " << r << " col " << c;
+}
+
+TEST(Fp8Native, CodesAndRowScalesGiveTheF32Values) {
+  for (Scheme scheme : {Scheme::ModelOpt, Scheme::CompressedTensors}) {
+    const Checkpoints ck(scheme, scheme == Scheme::ModelOpt ? "native_mo" : "native_ct");
+    const ModelFiles m = open_model(ck.fp8.path.string());
+    expect_native_equals_f32(*m.weights, "model.layers.1.mlp.down_proj.weight");
+    expect_native_equals_f32(*m.weights, "model.layers.0.self_attn.k_proj.weight");
+    EXPECT_EQ(m.weights->input_scale("model.layers.0.self_attn.k_proj.weight"),
+              scheme == Scheme::ModelOpt ? 0.05f : 0.0f);
+    // A float tensor has no row scales.
+    std::vector<float> s(4);
+    EXPECT_NE(error_of([&] {
+                m.weights->read_row_scales("model.layers.0.input_layernorm.weight", {}, s.data());
+              }).find("has no FP8 row scales"),
+              std::string::npos);
+  }
+  ModelFiles m = open_model("synthetic:" + kTinyLlama + "@7");
+  const Fp8QuantizedWeights quantized(std::move(m.weights));
+  expect_native_equals_f32(quantized, "model.layers.2.mlp.gate_proj.weight");
+  expect_native_equals_f32(quantized, "model.layers.0.self_attn.o_proj.weight");
+}
+
+// The CPU backend keeps FP8 weights as codes + row scales (1 byte a weight) and computes the
+// same logits as with the weights read as F32.
+TEST(Fp8Native, CpuKeepsFp8WeightsAndMatchesTheF32Path) {
+  const Checkpoints ck(Scheme::CompressedTensors, "native_cpu");
+  const ModelFiles m = open_model(ck.fp8.path.string());
+  const std::vector<int32_t> tokens = {1, 17, 42, 99, 3, 250, 7, 8, 9, 10};
+  std::vector<float> logits[2];
+  size_t resident[2];
+  for (int native = 0; native < 2; ++native) {
+    CpuBackendOptions o;
+    o.native_weights = native == 1;
+    auto backend = make_cpu_backend(o);
+    EngineOptions eo;
+    eo.kv_cache_tokens = 64;
+    Engine e(m.config, *m.weights, *backend, eo);
+    resident[native] = e.stage().resident_weight_bytes();
+    e.add_sequence(0);
+    // A prefill (10 rows: the tiled path) and a decode row (the GEMV path).
+    SeqTokens s{0, tokens, true};
+    logits[native] = e.to_host(e.forward(std::span<const SeqTokens>(&s, 1)));
+    const std::vector<int32_t> next = {11};
+    SeqTokens d{0, next, true};
+    const std::vector<float> step = e.to_host(e.forward(std::span<const SeqTokens>(&d, 1)));
+    logits[native].insert(logits[native].end(), step.begin(), step.end());
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  for (size_t i = 0; i < logits[0].size(); ++i) ASSERT_EQ(logits[1][i], logits[0][i]) << i;
+  EXPECT_LT(resident[1], resident[0]) << "FP8 weights should stay 1 byte per element";
 }
 
 // --- --dtype fp8: quantized at load ---------------------------------------------------------
