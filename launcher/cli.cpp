@@ -123,9 +123,10 @@ void add_run_config_options(CLI::App& cmd, RunConfigOverrides& o) {
            choice_flag(backend_names()));
   key_flag(cmd, "--dtype", o.dtype,
            fmt::format("Compute type of weights and activations (dtype): {}; auto: the "
-                       "backend's own",
+                       "backend's own; fp8: the backend's own for activations, linear "
+                       "weights in FP8 E4M3 (as --weight-dtype fp8)",
                        fmt::join(backend_dtypes(), ", ")),
-           d.dtype, choice_flag(backend_dtypes()));
+           d.dtype, choice_flag(dtype_choices()));
   key_flag(cmd, "--weight-dtype", o.weight_dtype,
            "How weights are kept (weight_dtype): auto, in the file's format where the backend "
            "multiplies by it (cpu: q8_0, q4_0, q4_1, f16, bf16); f32, all converted (reference); "

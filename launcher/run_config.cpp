@@ -107,6 +107,12 @@ std::vector<std::string> weight_dtype_choices() {
   return {"auto", "f32", "fp8"};
 }
 
+std::vector<std::string> dtype_choices() {
+  std::vector<std::string> choices = backend_dtypes();
+  choices.push_back("fp8");
+  return choices;
+}
+
 RunConfig parse_run_config(const std::string& yaml_text, const std::string& origin) {
   const ConfigDocument document = ConfigDocument::from_yaml(yaml_text, origin, UnknownKeys::Refuse);
   RunConfig c;
@@ -118,7 +124,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& orig
   std::optional<ConfigValue> pp_split_value;
   if (auto v = top.get("parallel")) read_parallel(v->map(), c, pp_split_value);
   if (auto v = top.get("backend")) c.backend = v->choice(backend_names());
-  if (auto v = top.get("dtype")) c.dtype = v->choice(backend_dtypes());
+  if (auto v = top.get("dtype")) c.dtype = v->choice(dtype_choices());
   if (auto v = top.get("weight_dtype")) c.weight_dtype = v->choice(weight_dtype_choices());
   if (auto v = top.get("threads")) c.threads = int(v->integer(kNonNegativeInt));
   if (auto v = top.get("fusion_plan"))
@@ -160,8 +166,11 @@ void check_run_config(const RunConfig& c) {
   const std::string problem = pp_split_problem(c.pp_split, c.pp);
   PF_CHECK(problem.empty(), "pp_split (--pp-split or parallel.pp_split) {}", problem);
   check_choice(c.backend, "backend", backend_names());
-  check_choice(c.dtype, "dtype", backend_dtypes());
+  check_choice(c.dtype, "dtype", dtype_choices());
   check_choice(c.weight_dtype, "weight_dtype", weight_dtype_choices());
+  PF_CHECK(c.dtype != "fp8" || c.weight_dtype != "f32",
+           "dtype fp8 (FP8 weights) and weight_dtype f32 (every weight in F32) contradict each "
+           "other; give one of them");
   check_int(c.threads, "threads", kNonNegativeInt);
   check_int(c.batch.max_batch_tokens, "batch.max_batch_tokens", kPositiveInt64);
   check_int(c.batch.kv_cache_tokens, "batch.kv_cache_tokens", kPositiveInt64);

@@ -27,13 +27,13 @@ struct RunConfig {
   std::vector<int> pp_split;
 
   std::string backend = "cpu";  // one of backend_names() (kernels/backend_registry.h)
-  std::string dtype = "auto";   // auto, or a dtype of the backend (backend_dtypes())
+  std::string dtype = "auto";   // auto, a dtype of the backend (backend_dtypes()), or fp8
   // auto: weights stay in their file's format where the backend multiplies by it (cpu:
   // q8_0/q4_0/q4_1/f16/bf16); f32: every weight converted (the reference path).
   // fp8: block linear weights quantized at load to FP8 E4M3, one scale per output channel
   // (runtime/model/fp8_quantize.h).
   std::string weight_dtype = "auto";
-  int threads = 0;              // BLAS threads per rank; 0: auto
+  int threads = 0;  // BLAS threads per rank; 0: auto
   // A fusion plan (parafuse plan) to run the unfused model in parallel-FFN mode; empty: none.
   std::string fusion_plan;
 
@@ -54,16 +54,16 @@ struct RunConfig {
 
   // `parafuse serve` (runtime/serve): where it listens, who may call it, and its limits.
   struct Serve {
-    std::string host = "127.0.0.1";  // loopback unless asked: 0.0.0.0 opens it to the network
-    int port = 8000;                 // 0: any free port
-    std::string api_key;             // empty: no key needed
-    std::string api_key_file;        // a file whose first line is the key
-    std::string served_model_name;   // empty: the model file's name without extension
-    int max_waiting_requests = 256;  // more queued requests get 429
-    int max_running_requests = 256;  // sequences in one batch
-    int64_t max_body_bytes = 4 << 20;   // larger request bodies get 413
+    std::string host = "127.0.0.1";       // loopback unless asked: 0.0.0.0 opens it to the network
+    int port = 8000;                      // 0: any free port
+    std::string api_key;                  // empty: no key needed
+    std::string api_key_file;             // a file whose first line is the key
+    std::string served_model_name;        // empty: the model file's name without extension
+    int max_waiting_requests = 256;       // more queued requests get 429
+    int max_running_requests = 256;       // sequences in one batch
+    int64_t max_body_bytes = 4 << 20;     // larger request bodies get 413
     int64_t max_header_bytes = 16 << 10;  // larger request heads get 431
-    int max_json_depth = 64;            // deeper request JSON gets 400
+    int max_json_depth = 64;              // deeper request JSON gets 400
     int http_threads = 2;
     double drain_seconds = 30;  // after Ctrl-C, running requests may finish for this long
   } serve;
@@ -85,6 +85,16 @@ RunConfig load_run_config(const std::string& path);
 // Empty text (or only comments) is a valid all-defaults config.
 // What `weight_dtype:` and --weight-dtype accept: auto, f32.
 std::vector<std::string> weight_dtype_choices();
+// What `dtype:` and --dtype accept: auto, the backends' dtypes, and fp8 (= weight_dtype fp8
+// with the backend's own activation dtype, the TensorRT-LLM / vLLM spelling).
+std::vector<std::string> dtype_choices();
+// The weight form and the backend dtype a run config asks for, with dtype fp8 resolved.
+inline bool wants_fp8_weights(const RunConfig& c) {
+  return c.weight_dtype == "fp8" || c.dtype == "fp8";
+}
+inline std::string backend_dtype(const RunConfig& c) {
+  return c.dtype == "fp8" ? "auto" : c.dtype;
+}
 
 RunConfig parse_run_config(const std::string& yaml_text, const std::string& origin);
 

@@ -229,10 +229,10 @@ Session SessionBuilder::build() {
     PF_CHECK(devices > 0, "backend '{}': no device on this node: {}", run.backend, why);
     s.device = s.grid->device(devices);
     s.files = open_model(run.model);
-    if (run.weight_dtype == "fp8")  // every rank quantizes its own slices, the same way
+    if (wants_fp8_weights(run))  // every rank quantizes its own slices, the same way
       s.files.weights = std::make_unique<Fp8QuantizedWeights>(std::move(s.files.weights));
-    s.backend =
-        make_backend(run.backend, {run.dtype, s.threads, s.device, run.weight_dtype == "auto"});
+    s.backend = make_backend(run.backend,
+                             {backend_dtype(run), s.threads, s.device, run.weight_dtype == "auto"});
     if (check_) check_(s);
   });
   if (s.is_root() && !s.quiet) {

@@ -239,8 +239,8 @@ TEST(RunConfig, OutOfRangeValuesNameKeyAndLine) {
                         ", got 'upx' (did you mean 'ucx'?)"));
   EXPECT_THAT(parse_error("backend: rocm\n"),
               HasSubstr("x.yaml:1: 'backend' must be one of " + backends + ", got 'rocm'"));
-  EXPECT_THAT(parse_error("model: m\ndtype: fp8\n"),
-              HasSubstr("x.yaml:2: 'dtype' must be one of " + dtypes + ", got 'fp8'"));
+  EXPECT_THAT(parse_error("model: m\ndtype: int4\n"),
+              HasSubstr("x.yaml:2: 'dtype' must be one of " + dtypes + ", fp8, got 'int4'"));
   EXPECT_THAT(parse_error("sampling:\n  top_p: 0\n"),
               HasSubstr("x.yaml:2: 'sampling.top_p' must be in (0, 1], got '0'"));
   EXPECT_THAT(parse_error("sampling:\n  top_p: 1.5\n"),
@@ -327,6 +327,25 @@ TEST(RunConfig, CheckCatchesProgrammaticMistakes) {
   c.pp = 2;
   c.pp_split = {0, 3, 5};
   EXPECT_THROW(check_run_config(c), Error);
+}
+
+// dtype fp8 is the TensorRT-LLM / vLLM spelling of FP8 weights: weight_dtype fp8 with the
+// backend's own activation dtype; asking for F32 weights at the same time is a contradiction.
+TEST(RunConfig, DtypeFp8MeansFp8WeightsAndContradictsF32Weights) {
+  RunConfig c = parse_run_config("model: m\ndtype: fp8\n", "x.yaml");
+  EXPECT_TRUE(wants_fp8_weights(c));
+  EXPECT_EQ(backend_dtype(c), "auto");
+  c.weight_dtype = "f32";
+  try {
+    check_run_config(c);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("dtype fp8 (FP8 weights) and weight_dtype f32"));
+  }
+  c = parse_run_config("model: m\nweight_dtype: fp8\ndtype: bf16\n", "x.yaml");
+  EXPECT_TRUE(wants_fp8_weights(c));
+  EXPECT_EQ(backend_dtype(c), "bf16");
+  EXPECT_FALSE(wants_fp8_weights(parse_run_config("model: m\n", "x.yaml")));
 }
 
 }  // namespace
