@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #include "kernels/core/error.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_common_host.h"
 #include "kernels/cuda/cuda_gemm.h"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemv.cuh"
 #include "kernels/op_checks.h"
 
 namespace parafuse {
@@ -149,6 +152,66 @@ void CudaBackend::upload_f32(const float* host, const Tensor& dst) {
   });
 }
 
+namespace {
+
+// dst[0, bytes) = src[0, bytes) with up to `threads` threads (page-cache reads of an mmap'd
+// checkpoint fault pages in parallel; one thread alone tops out well below the DMA rate).
+void parallel_copy(void* dst, const void* src, size_t bytes, int threads) {
+  constexpr size_t kMinPerThread = size_t(1) << 20;
+  const int n = int(
+      std::max<size_t>(1, std::min<size_t>(size_t(std::max(threads, 1)), bytes / kMinPerThread)));
+  if (n == 1) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  std::vector<std::thread> workers;
+  const size_t per = (bytes + size_t(n) - 1) / size_t(n);
+  for (int t = 1; t < n; ++t) {
+    const size_t begin = std::min(bytes, size_t(t) * per), end = std::min(bytes, begin + per);
+    workers.emplace_back([=] {
+      std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin,
+                  end - begin);
+    });
+  }
+  std::memcpy(dst, src, std::min(bytes, per));
+  for (std::thread& w : workers) w.join();
+}
+
+}  // namespace
+
+void CudaBackend::upload_weight(const void* host, const Tensor& dst) {
+  refuse_in_capture("upload_weight");
+  require_transfer_view(dst, "upload_weight dst");
+  PF_CHECK(supports_weight(dst.dtype), "upload_weight: the cuda backend does not take {} weights",
+           dtype_name(dst.dtype));
+  PF_CHECK(host != nullptr || dst.numel() == 0, "upload_weight: null host pointer");
+  if (dst.numel() == 0) return;
+  const size_t elem = dtype_size(dst.dtype);
+  const size_t row_bytes = size_t(dst.cols) * elem, slot = staging_->slot_bytes();
+  const char* src = static_cast<const char*>(host);
+  // Pieces of whole rows that fit a slot; a row longer than a slot goes in column pieces. Each
+  // slot is filled while the device still copies the ones before it (4 slots in the ring).
+  auto send = [&](const Tensor& piece, const char* from) {
+    cuda::PinnedStaging::Slot& s = staging_->acquire();
+    const size_t width = size_t(piece.cols) * elem;
+    parallel_copy(s.host, from, width * size_t(piece.rows), options_.upload_threads);
+    PF_CUDA_CHECK(cudaMemcpy2DAsync(piece.data, pitch_bytes(piece), s.host, width, width,
+                                    size_t(piece.rows), cudaMemcpyHostToDevice, stream_));
+    staging_->release(s, stream_);
+  };
+  if (row_bytes <= slot) {
+    const int64_t rows_per = std::max<int64_t>(1, int64_t(slot / row_bytes));
+    for (int64_t r = 0; r < dst.rows; r += rows_per)
+      send(dst.rows_view(r, std::min(dst.rows, r + rows_per)), src + size_t(r) * row_bytes);
+    return;
+  }
+  const int64_t cols_per = int64_t(slot / elem);
+  for (int64_t r = 0; r < dst.rows; ++r)
+    for (int64_t c = 0; c < dst.cols; c += cols_per)
+      send(dst.rows_view(r, r + 1).cols_view(c, std::min(dst.cols, c + cols_per)),
+           src + size_t(r) * row_bytes + size_t(c) * elem);
+}
+
 void CudaBackend::upload_i32(const int32_t* host, const Tensor& dst) {
   refuse_in_capture("upload_i32");
   require_transfer_view(dst, "upload_i32 dst");
@@ -168,8 +231,9 @@ void CudaBackend::upload_i32(const int32_t* host, const Tensor& dst) {
 void CudaBackend::download_f32(const Tensor& src, float* host) {
   refuse_in_capture("download_f32");
   require_transfer_view(src, "download_f32 src");
-  PF_CHECK(supports(Op::Copy, src.dtype),
-           "download_f32: src has dtype {}; the cuda backend holds F32, BF16 and I32",
+  PF_CHECK(supports(Op::Copy, src.dtype) || src.dtype == DType::F8_E4M3,
+           "download_f32: src has dtype {}; the cuda backend holds F32, BF16, I32 and FP8 "
+           "weights",
            dtype_name(src.dtype));
   PF_CHECK(host != nullptr || src.numel() == 0, "download_f32: null host pointer");
   for_each_piece(src, staging_->slot_bytes(), [&](const Tensor& piece, int64_t at) {
@@ -180,7 +244,11 @@ void CudaBackend::download_f32(const Tensor& src, float* host) {
                                       size_t(piece.rows), cudaMemcpyDeviceToHost, stream_));
     } else {
       const Tensor staged{slot.device, DType::F32, piece.rows, piece.cols, piece.cols};
-      cuda::launch_convert(piece, staged, stream_);
+      if (piece.dtype == DType::F8_E4M3) {  // a weight: code * its row's scale
+        cuda::launch_dequantize_fp8(piece, staged, stream_);
+      } else {
+        cuda::launch_convert(piece, staged, stream_);
+      }
       PF_CUDA_CHECK(cudaMemcpyAsync(slot.host, slot.device, width * size_t(piece.rows),
                                     cudaMemcpyDeviceToHost, stream_));
     }

@@ -41,6 +41,14 @@ struct CudaBackendOptions {
   bool check_every_op = false;  // synchronize after ops that can see bad data
   size_t gemm_workspace_bytes = size_t(32) << 20;
   size_t staging_slot_bytes = size_t(32) << 20;  // pinned host staging: 4 slots of this size
+  // GEMMs of up to kGemvMaxRows activation rows on BF16 / FP8 weights run as one GEMV kernel
+  // (gemv.cuh) instead of cuBLASLt (whose small-M kernels split K and reduce in a second pass).
+  bool small_m_gemv = true;
+  // FP8 weights at larger M: the cuBLASLt FP8 GEMM (activations quantized to E4M3); off, the
+  // weight is dequantized to the activation dtype and multiplied in BF16 (the reference).
+  bool fp8_gemm = true;
+  // Threads that copy weights into the pinned staging slots while earlier slots are in flight.
+  int upload_threads = 8;
 };
 
 class CudaBackend final : public Backend {
@@ -54,6 +62,13 @@ class CudaBackend final : public Backend {
   // F32 and BF16 for every op (Copy also I32); Sample reads F32 logits only.
   bool supports(Op op, DType dtype) const override;
   DType weight_dtype() const override { return DType::BF16; }
+  // BF16, and FP8 E4M3 with row scales (Tensor::scales; gemv.cuh, cuda_gemm.h).
+  bool supports_weight(DType dtype) const override {
+    return dtype == DType::BF16 || dtype == DType::F8_E4M3;
+  }
+  // Raw bytes (BF16 or FP8 codes) through the pinned staging ring: upload_threads threads fill
+  // a slot while the slots before it are copied to the device.
+  void upload_weight(const void* host, const Tensor& dst) override;
   DType activation_dtype() const override { return DType::BF16; }
   bool device_memory() const override { return true; }
 
@@ -98,6 +113,10 @@ class CudaBackend final : public Backend {
   size_t graph_count() const { return graphs_.size(); }
 
   int device() const { return options_.device; }
+  const CudaBackendOptions& options() const { return options_; }
+  // Benchmarks compare the GEMM paths on one backend (recorded graphs keep the old choice:
+  // clear them after a change).
+  void set_small_m_gemv(bool on) { options_.small_m_gemv = on; }
   cudaStream_t stream() const { return stream_; }
   cuda::DevicePool& pool() { return *pool_; }
 
@@ -109,7 +128,8 @@ class CudaBackend final : public Backend {
   // batch; returns the device view. The caller has run check_attention_batch (op_checks.h).
   const cuda::AttentionMeta& attention_meta(Op op, const AttentionBatch& batch, int64_t n_slots);
   float* attention_workspace(int64_t floats);
-  void retire(Buffer buffer);  // keeps memory a captured graph may still use
+  void* fp8_scratch(size_t bytes);  // quantized activations + their scales, or a dequantized w
+  void retire(Buffer buffer);       // keeps memory a captured graph may still use
 
   CudaBackendOptions options_;
   int sm_count_ = 0;
@@ -124,6 +144,7 @@ class CudaBackend final : public Backend {
   Buffer meta_buffer_;
   cuda::AttentionMeta meta_;
   Buffer attn_workspace_;
+  Buffer fp8_scratch_;
   // Sampling: params in, results out.
   Buffer sample_params_, sample_results_;
   // CUDA graphs by key; buffers replaced while graphs existed stay alive until clear_graphs().

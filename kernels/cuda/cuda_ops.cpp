@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_gemm.h"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gemv.cuh"
 #include "kernels/cuda/norm_rope.cuh"
 #include "kernels/cuda/sample.cuh"
 #include "kernels/op_checks.h"
@@ -43,7 +44,15 @@ void require_floats(Op op, std::initializer_list<std::pair<const Tensor*, const 
 }  // namespace
 
 void CudaBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float beta) {
-  require_floats(Op::Gemm, {{&x, "x"}, {&w, "w"}});
+  if (w.dtype == DType::F8_E4M3) {
+    require_view(Op::Gemm, x, "x");
+    require_float(Op::Gemm, x, "x");
+    require_view(Op::Gemm, w, "w");
+    PF_CHECK(w.scales != nullptr,
+             "gemm: w is F8_E4M3 without row scales (Tensor::scales); an FP8 weight needs them");
+  } else {
+    require_floats(Op::Gemm, {{&x, "x"}, {&w, "w"}});
+  }
   require_view(Op::Gemm, y, "y");
   require_float(Op::Gemm, y, "y");
   PF_CHECK(y.dtype == x.dtype || y.dtype == DType::F32,
@@ -56,7 +65,41 @@ void CudaBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float 
     cuda::launch_scale(y, beta, stream_);
     return;
   }
-  gemm_->run(x, w, y, beta, stream_);
+  // Small M (decode): one pass over the weight, no split-K, for BF16 and FP8 weights.
+  const bool gemv_weight =
+      w.dtype == DType::F8_E4M3 || (w.dtype == DType::BF16 && x.dtype == DType::BF16);
+  if (gemv_weight && m <= cuda::kGemvMaxRows && options_.small_m_gemv) {
+    cuda::launch_gemv(x, w, y, beta, stream_);
+    return;
+  }
+  if (w.dtype != DType::F8_E4M3) {
+    gemm_->run(x, w, y, beta, stream_);
+    return;
+  }
+  const int64_t ldw = w.rows <= 1 ? w.cols : w.row_stride;
+  if (k % 16 == 0 && ldw % 16 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0 &&
+      options_.fp8_gemm) {
+    // Activations to E4M3: per token (or the checkpoint's static scale), then the FP8 GEMM.
+    void* codes = fp8_scratch(size_t(m * k) + size_t(m) * sizeof(float));
+    float* x_scales =
+        reinterpret_cast<float*>(static_cast<char*>(codes) + (size_t(m * k) + 15) / 16 * 16);
+    cuda::launch_quantize_rows_fp8(x, w.input_scale, codes, x_scales, stream_);
+    gemm_->run_fp8(codes, x_scales, m, w, y, beta, stream_);
+    return;
+  }
+  // Shapes the FP8 GEMM cannot take: the weight dequantized to x's dtype, then the plain GEMM.
+  const Tensor wx{fp8_scratch(size_t(n * k) * dtype_size(x.dtype)), x.dtype, n, k, k};
+  cuda::launch_dequantize_fp8(w, wx, stream_);
+  gemm_->run(x, wx, y, beta, stream_);
+}
+
+void* CudaBackend::fp8_scratch(size_t bytes) {
+  bytes = (bytes + 15) / 16 * 16 + 16;
+  if (fp8_scratch_.bytes() < bytes) {
+    retire(std::move(fp8_scratch_));
+    fp8_scratch_ = pool_->allocate(std::max(bytes * 2, size_t(1) << 20));
+  }
+  return fp8_scratch_.data();
 }
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& y) {

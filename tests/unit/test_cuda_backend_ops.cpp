@@ -9,9 +9,11 @@
 // bf16 path the engine uses, with bf16 tolerances and its own out-of-bounds checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 
+#include "kernels/core/fp8.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/unit/backend_op_cases.h"
@@ -285,6 +287,121 @@ TEST(CudaBackend, GemmBf16InF32Out) {
   cpu.download_f32(yc, want.data());
   const auto cmp = op_test::compare_nmse(got, want, 1e-10);
   EXPECT_TRUE(cmp.ok) << cmp.detail;
+}
+
+// --- FP8 weights ----------------------------------------------------------------------------
+// An F8_E4M3 weight (codes + one scale per row, a strided view inside a wider buffer) against
+// the CPU backend's FP8 reference (code * scale in F32, exact activations). Paths by M: the
+// GEMV (m <= 8) reads the codes and keeps the activations as they are, so only their BF16
+// rounding and the summation order differ (1e-5); the cuBLASLt FP8 GEMM (m > 8) quantizes the
+// activations to E4M3 too, per token or with the static input_scale: 3 mantissa bits give an
+// NMSE of about 2^-8/12 ~ 3e-4 per product, so 2e-3; with k % 16 != 0 the weight is dequantized
+// and multiplied in the activation dtype (1e-4).
+struct Fp8Case {
+  int64_t m, n, k;
+  DType x_dtype, y_dtype;
+  float beta, input_scale;
+  double tolerance;
+  std::string name() const {
+    return fmt::format("m{}_n{}_k{}_{}_{}_beta{}_{}", m, n, k, dtype_name(x_dtype),
+                       dtype_name(y_dtype), int(beta * 10), input_scale > 0 ? "static" : "dynamic");
+  }
+};
+
+std::vector<Fp8Case> fp8_cases() {
+  std::vector<Fp8Case> cases;
+  for (int64_t m : {1, 3, 8}) {
+    cases.push_back({m, 300, 576, DType::BF16, DType::BF16, 0.0f, 0.0f, 1e-5});
+    cases.push_back({m, 257, 96, DType::BF16, DType::F32, 1.0f, 0.0f, 1e-5});
+    cases.push_back({m, 64, 40, DType::F32, DType::F32, 0.5f, 0.0f, 1e-10});  // scalar loads
+  }
+  for (int64_t m : {9, 64, 200}) {
+    cases.push_back({m, 320, 576, DType::BF16, DType::BF16, 0.0f, 0.0f, 2e-3});
+    cases.push_back({m, 256, 512, DType::BF16, DType::F32, 1.0f, 0.0f, 2e-3});
+    cases.push_back({m, 256, 512, DType::BF16, DType::BF16, 0.0f, 0.02f, 2e-3});
+  }
+  cases.push_back({37, 96, 40, DType::BF16, DType::BF16, 0.0f, 0.0f, 1e-4});  // dequantized
+  cases.push_back({37, 96, 40, DType::F32, DType::F32, 1.0f, 0.0f, 1e-10});
+  return cases;
+}
+
+class CudaFp8Gemm : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(CudaFp8Gemm, MatchesTheCpuFp8Reference) {
+  PF_SKIP_WITHOUT_CUDA();
+  const Fp8Case c = fp8_cases()[GetParam()];
+  CudaBackend cuda;
+  std::mt19937_64 rng(11 + GetParam());
+  const int64_t stride = c.k + 32;  // the weight is a column view of a wider matrix
+  auto x = op_test::random_normal(rng, c.m * c.k);
+  if (c.x_dtype == DType::BF16)
+    for (float& v : x) v = bf16_to_f32(f32_to_bf16(v));
+  if (c.input_scale > 0)  // a static scale is chosen for the data: keep |x| / scale in range
+    for (float& v : x) v = std::clamp(v, -400 * c.input_scale, 400 * c.input_scale);
+  std::vector<uint8_t> codes(size_t(c.n * stride));
+  std::vector<float> scales(size_t(c.n)), w = op_test::random_normal(rng, c.n * stride);
+  for (int64_t r = 0; r < c.n; ++r)
+    scales[size_t(r)] =
+        quantize_row_e4m3(&w[size_t(r * stride)], stride, &codes[size_t(r * stride)]);
+  auto y0 = op_test::random_normal(rng, c.m * c.n);
+  if (c.y_dtype == DType::BF16)
+    for (float& v : y0) v = bf16_to_f32(f32_to_bf16(v));
+
+  auto run = [&](Backend& be) {
+    Buffer bx, bw, bs, by;
+    const bool cpu_side = be.name() == "cpu";  // the CPU computes in F32
+    Tensor xt = be.alloc_tensor(bx, cpu_side ? DType::F32 : c.x_dtype, c.m, c.k);
+    Tensor wt = be.alloc_tensor(bw, DType::F8_E4M3, c.n, stride);
+    Tensor st = be.alloc_tensor(bs, DType::F32, 1, c.n);
+    Tensor yt = be.alloc_tensor(by, cpu_side ? DType::F32 : c.y_dtype, c.m, c.n);
+    be.upload_f32(x.data(), xt);
+    be.upload_weight(codes.data(), wt);
+    be.upload_f32(scales.data(), st);
+    be.upload_f32(y0.data(), yt);
+    Tensor wv = wt.cols_view(16, 16 + c.k);
+    wv.scales = st.f32();
+    wv.input_scale = c.input_scale;
+    be.gemm(xt, wv, yt, c.beta);
+    std::vector<float> out(size_t(c.m * c.n));
+    be.download_f32(yt, out.data());
+    return out;
+  };
+  CpuBackendOptions o;
+  CpuBackend reference(o);
+  const std::vector<float> want = run(reference), got = run(cuda);
+  const auto cmp = op_test::compare_nmse(got, want, c.tolerance);
+  EXPECT_TRUE(cmp.ok) << c.name() << ": " << cmp.detail;
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, CudaFp8Gemm, ::testing::Range(size_t(0), fp8_cases().size()),
+                         [](const auto& info) { return fp8_cases()[info.param].name(); });
+
+TEST(CudaBackend, Fp8WeightsRoundTripAndRefuseMissingScales) {
+  PF_SKIP_WITHOUT_CUDA();
+  CudaBackend cuda;
+  EXPECT_TRUE(cuda.supports_weight(DType::F8_E4M3));
+  const int64_t n = 5, k = 48;
+  std::vector<uint8_t> codes(size_t(n * k));
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = uint8_t((i * 37) % 255);  // no NaN code
+  for (uint8_t& c : codes)
+    if ((c & 0x7f) == 0x7f) c = 0x10;
+  std::vector<float> scales = {0.5f, 1.0f, 2.0f, 0.25f, 3.0f};
+  Buffer bw, bs, bx, by;
+  Tensor w = cuda.alloc_tensor(bw, DType::F8_E4M3, n, k);
+  Tensor s = cuda.alloc_tensor(bs, DType::F32, 1, n);
+  cuda.upload_weight(codes.data(), w);
+  cuda.upload_f32(scales.data(), s);
+  w.scales = s.f32();
+  std::vector<float> back(size_t(n * k));
+  cuda.download_f32(w, back.data());
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c)
+      ASSERT_EQ(back[size_t(r * k + c)],
+                f8_e4m3_to_f32(codes[size_t(r * k + c)]) * scales[size_t(r)]);
+  Tensor x = cuda.alloc_tensor(bx, DType::BF16, 2, k), y = cuda.alloc_tensor(by, DType::BF16, 2, n);
+  Tensor bare = w;
+  bare.scales = nullptr;
+  op_test::expect_error([&] { cuda.gemm(x, bare, y); }, {"without row scales"});
 }
 
 TEST(CudaBackend, AddRmsnormEqualsAddThenRmsnorm) {
