@@ -54,6 +54,14 @@ class Collectives {
   // Bytes from `root` to every rank (host memory).
   virtual void broadcast_bytes(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+  // Whether all_reduce_sum and all_gather_rows can be recorded into a CUDA graph on the
+  // backend's stream (NCCL: while the stream captures they only enqueue, and the watchdog wait
+  // moves to wait_recorded()). Collectives that wait on the host cannot.
+  virtual bool records_in_graphs() const { return false; }
+  // After a replayed graph holding this group's collectives: waits, under the watchdog's
+  // timeout, until the device has finished them (a stuck peer aborts and throws as a call
+  // would). `what` names the graph in the error.
+  virtual void wait_recorded(const char* what) { (void)what; }
   const CollectiveStats& stats() const { return stats_; }
   CollectiveStats& stats() { return stats_; }
 

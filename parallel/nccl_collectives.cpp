@@ -136,11 +136,18 @@ NcclCollectives::NcclCollectives(MPI_Comm group, std::string name, std::vector<i
 NcclCollectives::~NcclCollectives() {
   for (void* p : staging_)
     if (p) cudaFree(p);
+  for (void* p : retired_staging_) cudaFree(p);
+}
+
+bool NcclCollectives::capturing() const {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  PF_CUDA_CHECK(cudaStreamIsCapturing(stream_, &status));
+  return status != cudaStreamCaptureStatusNone;
 }
 
 void* NcclCollectives::staging(size_t bytes, int which) {
   if (staging_bytes_[which] < bytes) {
-    if (staging_[which]) PF_CUDA_CHECK(cudaFree(staging_[which]));
+    if (staging_[which]) retired_staging_.push_back(staging_[which]);  // a graph may use it
     staging_[which] = nullptr;
     PF_CUDA_CHECK(cudaMalloc(&staging_[which], bytes));
     staging_bytes_[which] = bytes;
@@ -149,6 +156,8 @@ void* NcclCollectives::staging(size_t bytes, int which) {
 }
 
 void NcclCollectives::finish(const char* what) {
+  // While a graph is being recorded nothing runs yet: the replay's wait_recorded() watches.
+  if (capturing()) return;
   const std::string failure = comm_->wait(timeout_, [&](std::string& why) {
     const cudaError_t rc = cudaStreamQuery(stream_);
     if (rc == cudaErrorNotReady) return false;

@@ -79,9 +79,16 @@ class NcclCollectives : public Collectives {
   // Host bytes / a barrier: over the group's MPI communicator (NCCL moves device memory only).
   void broadcast_bytes(void* data, size_t bytes, int root) override;
   void barrier() override;
+  // NCCL calls are captured into CUDA graphs (the stream captures: enqueue only; see
+  // Collectives::records_in_graphs); wait_recorded is the watchdog of a replay.
+  bool records_in_graphs() const override { return true; }
+  void wait_recorded(const char* what) override { finish(what); }
 
  private:
+  // Device staging that stays where it is while a graph may hold it: a larger one is added,
+  // the old ones are kept until destruction.
   void* staging(size_t bytes, int which);
+  bool capturing() const;
   // Waits for the call just issued; on failure aborts the communicator and throws.
   void finish(const char* what);
 
@@ -94,6 +101,7 @@ class NcclCollectives : public Collectives {
   std::unique_ptr<MpiCollectives> host_;
   void* staging_[2] = {nullptr, nullptr};
   size_t staging_bytes_[2] = {0, 0};
+  std::vector<void*> retired_staging_;
 };
 
 // NcclCollectives on a CudaBackend's device and stream (`backend` must be one).

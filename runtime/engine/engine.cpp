@@ -282,6 +282,7 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
     if (version != graph_version_) {
       backend_.clear_graphs();
       graph_warm_.clear();
+      graph_all_reduces_.clear();
       graph_version_ = version;
     }
     backend_.prepare_attention(micro[0].attention, kv_cache_->slot_count());
@@ -289,8 +290,21 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
       device_step();
       if (scratch_version_ + stage_->version() == graph_version_) graph_warm_.insert(m);
     } else {
-      backend_.run_graph(fmt::format("engine {} decode m={}", engine_id_, m), device_step);
+      const std::string key = fmt::format("engine {} decode m={}", engine_id_, m);
+      const int64_t calls_before = parallel_.tp ? parallel_.tp->stats().all_reduce_calls : 0;
+      backend_.run_graph(key, device_step);
       stats_.graph_steps += 1;
+      if (shard_.size > 1) {
+        // The recording's all-reduces run inside the replay: count them as calls, and watch
+        // them as the eager path's watchdog would.
+        const int64_t recorded = parallel_.tp->stats().all_reduce_calls - calls_before;
+        if (recorded > 0) {
+          graph_all_reduces_[m] = recorded;
+        } else {
+          parallel_.tp->stats().all_reduce_calls += graph_all_reduces_[m];
+        }
+        parallel_.tp->wait_recorded("a replayed decode graph");
+      }
     }
   } else {
     device_step();
@@ -336,8 +350,10 @@ int64_t decode_batch_bucket(int64_t m) {
 }
 
 bool Engine::local_decode(std::span<const SeqTokens> steps, size_t n_micro) const {
-  // Collectives and transports wait on the host; a recorded step must not.
-  if (plan_.size() != 1 || shard_.size != 1 || n_micro != 1 || stage_->has_observer()) return false;
+  // Transports and host-side collectives wait on the host; a recorded step must not. TP groups
+  // whose collectives record into graphs (NCCL) may take part.
+  const bool tp_records = shard_.size == 1 || (parallel_.tp && parallel_.tp->records_in_graphs());
+  if (plan_.size() != 1 || !tp_records || n_micro != 1 || stage_->has_observer()) return false;
   for (const SeqTokens& s : steps)
     if (s.tokens.size() != 1 || s.all_logits) return false;
   return true;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <set>
 #include <span>
@@ -145,6 +146,7 @@ class Engine {
   // Recorded decode graphs: the batch sizes run eagerly once already, and the scratch/stage
   // versions the recordings point into (a change drops them).
   std::set<int64_t> graph_warm_;
+  std::map<int64_t, int64_t> graph_all_reduces_;  // batch size -> all-reduces its graph holds
   uint64_t scratch_version_ = 0, graph_version_ = ~uint64_t(0);
   uint64_t engine_id_;  // names this engine's recordings on a shared backend
   EngineStats stats_;

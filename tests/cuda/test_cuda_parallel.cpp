@@ -82,6 +82,40 @@ TEST(NcclCollectives, AllReduceAllGatherBroadcast) {
   EXPECT_EQ(nccl.stats().all_gather_calls, 1);
 }
 
+// NCCL inside a CUDA graph: the all-reduce is recorded once (enqueue only while capturing),
+// replays with new inputs at the same addresses, and wait_recorded() is the replay's watchdog.
+TEST(NcclCollectives, AllReduceRecordsIntoAGraph) {
+  PF_SKIP_WITHOUT_CUDA();
+  World w;
+  if (n_devices < w.size)
+    GTEST_SKIP() << "NCCL needs one GPU per rank: " << w.size << " ranks, " << n_devices
+                 << " GPU(s)";
+  CudaBackendOptions options;
+  options.device = w.rank;
+  CudaBackend cuda(options);
+  NcclCollectives nccl(MPI_COMM_WORLD, "world", w.ranks(), w.rank, cuda.stream(), 30s);
+  EXPECT_TRUE(nccl.records_in_graphs());
+  Buffer ba, bo;
+  Tensor a = cuda.alloc_tensor(ba, DType::BF16, 2, 64),
+         o = cuda.alloc_tensor(bo, DType::BF16, 2, 64);
+  int captures = 0;
+  auto step = [&] {
+    ++captures;
+    cuda.add(a, a, o);       // o = 2a
+    nccl.all_reduce_sum(o);  // o = sum over ranks of 2a
+  };
+  for (int round = 1; round <= 3; ++round) {
+    std::vector<float> mine(128, float(round * (w.rank + 1))), back(128);
+    cuda.upload_f32(mine.data(), a);
+    cuda.run_graph("nccl step", step);
+    nccl.wait_recorded("the test graph");
+    cuda.download_f32(o, back.data());
+    const float expected = 2.0f * float(round) * float(w.size * (w.size + 1) / 2);
+    for (float v : back) ASSERT_EQ(v, expected) << "round " << round;
+  }
+  EXPECT_EQ(captures, 1);
+}
+
 TEST(NcclCollectives, WatchdogAbortsAHungAllReduce) {
   PF_SKIP_WITHOUT_CUDA();
   World w;
