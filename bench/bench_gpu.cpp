@@ -13,6 +13,7 @@
 // reads the weights of layer 0 (generated once on the host, uploaded into each layer's own
 // device buffers): the bytes each step reads are real, their values repeat; the output says so.
 //   build/bench/bench_gpu --json out.json [--model configs/models/llama-3.1-8b.json]
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
@@ -20,6 +21,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -27,10 +29,12 @@
 #include <random>
 #include <regex>
 
+#include "kernels/core/fp8.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/throughput.h"
+#include "runtime/model/fp8_quantize.h"
 #include "runtime/model/model_config.h"
 #include "runtime/model/synthetic.h"
 
@@ -48,6 +52,7 @@ struct Options {
   std::vector<std::string> only;  // sections to run (copy always runs: it is the ceiling)
   int profile_steps = 0;          // eager + graph decode steps inside cudaProfilerStart/Stop
   std::vector<int> decode_batches = {8, 32, 64};  // throughput sweep after the batch-1 figure
+  std::vector<std::string> decode_forms = {"bf16", "bf16-cublas", "fp8"};
   bool runs(const std::string& section) const {
     return only.empty() || std::find(only.begin(), only.end(), section) != only.end();
   }
@@ -106,43 +111,94 @@ nlohmann::json bench_copy(CudaBackend& be, int repeats) {
   return {{"bytes", bytes}, {"ms", ms}, {"GBps", gbps}};
 }
 
-// Every "model.layers.N.<suffix>" is served from layer 0's tensor, generated once.
+// Every "model.layers.N.<suffix>" is served from layer 0's tensor, read once from `base` (F32
+// values, or native codes and row scales where base reads them natively: FP8).
 class ReusedLayerSource : public WeightSource {
  public:
-  explicit ReusedLayerSource(const SyntheticWeightSource& base) : base_(base) {
-    tensors_ = base.tensors();
-  }
+  explicit ReusedLayerSource(const WeightSource& base) : base_(base) { tensors_ = base.tensors(); }
   std::string description() const override {
     return base_.description() + " (every layer reads layer 0's weights)";
   }
   void read_f32(const std::string& name, Range rows, Range cols, float* out) const override {
-    static const std::regex layer(R"(^model\.layers\.\d+\.(.*)$)");
-    std::smatch match;
-    if (!std::regex_match(name, match, layer)) return base_.read_f32(name, rows, cols, out);
-    const std::string layer0 = "model.layers.0." + match[1].str();
-    const TensorInfo info = base_.info(layer0);
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = cache_.find(layer0);
-    if (it == cache_.end()) it = cache_.emplace(layer0, base_.read_all(layer0)).first;
-    const int64_t r0 = rows.begin, r1 = rows.end < 0 ? info.rows() : rows.end;
-    const int64_t c0 = cols.begin, c1 = cols.end < 0 ? info.cols() : cols.end;
-    PF_CHECK(0 <= r0 && r0 <= r1 && r1 <= info.rows() && 0 <= c0 && c0 <= c1 && c1 <= info.cols(),
-             "{}: slice out of range", name);
-    for (int64_t r = r0; r < r1; ++r) {
-      std::copy_n(it->second.data() + r * info.cols() + c0, c1 - c0, out + (r - r0) * (c1 - c0));
-    }
+    const std::string layer0 = layer0_name(name);
+    if (layer0.empty()) return base_.read_f32(name, rows, cols, out);
+    const std::vector<uint8_t>& whole = cached(f32_, layer0, [&](std::vector<uint8_t>& bytes) {
+      const TensorInfo& info = base_.info(layer0);
+      bytes.resize(size_t(info.rows() * info.cols()) * sizeof(float));
+      base_.read_f32(layer0, {}, {}, reinterpret_cast<float*>(bytes.data()));
+    });
+    copy_slice(layer0, whole, sizeof(float), rows, cols, out);
+  }
+  bool reads_native(const std::string& name) const override { return base_.reads_native(name); }
+  void read_native(const std::string& name, Range rows, Range cols, void* out) const override {
+    const std::string layer0 = layer0_name(name);
+    const TensorInfo& info = base_.info(layer0.empty() ? name : layer0);
+    if (layer0.empty() || dtype_is_quantized(info.dtype))
+      return base_.read_native(layer0.empty() ? name : layer0, rows, cols, out);
+    const std::vector<uint8_t>& whole = cached(native_, layer0, [&](std::vector<uint8_t>& bytes) {
+      bytes.resize(size_t(info.rows() * info.cols()) * dtype_size(info.dtype));
+      base_.read_native(layer0, {}, {}, bytes.data());
+    });
+    copy_slice(layer0, whole, dtype_size(info.dtype), rows, cols, out);
+  }
+  void read_row_scales(const std::string& name, Range rows, float* out) const override {
+    const std::string layer0 = layer0_name(name);
+    if (layer0.empty()) return base_.read_row_scales(name, rows, out);
+    const std::vector<uint8_t>& whole = cached(scales_, layer0, [&](std::vector<uint8_t>& bytes) {
+      bytes.resize(size_t(base_.info(layer0).rows()) * sizeof(float));
+      base_.read_row_scales(layer0, {}, reinterpret_cast<float*>(bytes.data()));
+    });
+    const int64_t r1 = rows.end < 0 ? base_.info(layer0).rows() : rows.end;
+    std::memcpy(out, whole.data() + size_t(rows.begin) * sizeof(float),
+                size_t(r1 - rows.begin) * sizeof(float));
+  }
+  float input_scale(const std::string& name) const override {
+    const std::string layer0 = layer0_name(name);
+    return base_.input_scale(layer0.empty() ? name : layer0);
   }
 
  private:
-  const SyntheticWeightSource& base_;
+  using Cache = std::map<std::string, std::vector<uint8_t>>;
+  static std::string layer0_name(const std::string& name) {
+    static const std::regex layer(R"(^model\.layers\.\d+\.(.*)$)");
+    std::smatch match;
+    if (!std::regex_match(name, match, layer)) return {};
+    return "model.layers.0." + match[1].str();
+  }
+  template <typename Fill>
+  const std::vector<uint8_t>& cached(Cache& cache, const std::string& key, Fill&& fill) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      it = cache.emplace(key, std::vector<uint8_t>{}).first;
+      fill(it->second);
+    }
+    return it->second;
+  }
+  void copy_slice(const std::string& layer0, const std::vector<uint8_t>& whole, size_t elem,
+                  Range rows, Range cols, void* out) const {
+    const Slice s = resolve_slice(base_.info(layer0), rows, cols, description());
+    const size_t width = size_t(s.cols()) * elem, pitch = size_t(base_.info(layer0).cols()) * elem;
+    for (int64_t r = s.row_begin; r < s.row_end; ++r)
+      std::memcpy(static_cast<uint8_t*>(out) + size_t(r - s.row_begin) * width,
+                  whole.data() + size_t(r) * pitch + size_t(s.col_begin) * elem, width);
+  }
+  const WeightSource& base_;
   mutable std::mutex mutex_;
-  mutable std::map<std::string, std::vector<float>> cache_;
+  mutable Cache f32_, native_, scales_;
 };
 
-nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps) {
+// `form`: bf16 (BF16 weights, small-M GEMV kernel), bf16-cublas (the same weights through
+// cuBLASLt at every M, the path before the GEMV), fp8 (block linear weights quantized at load
+// to FP8 E4M3 per output channel: the GEMV reads the codes; prefill runs the FP8 GEMM).
+nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps,
+                            const std::string& form) {
   const ModelConfig config = load_hf_config(o.model);
-  SyntheticWeightSource synthetic(config, 1);
-  ReusedLayerSource weights(synthetic);
+  std::unique_ptr<WeightSource> base = std::make_unique<SyntheticWeightSource>(config, 1);
+  if (form == "fp8") base = std::make_unique<Fp8QuantizedWeights>(std::move(base));
+  ReusedLayerSource weights(*base);
+  be.set_small_m_gemv(form != "bf16-cublas");
+  be.clear_graphs();
   EngineOptions eo;
   int max_batch = 1;
   for (int b : o.decode_batches) max_batch = std::max(max_batch, b);
@@ -153,10 +209,8 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
   be.synchronize();
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  // Bytes every decode step must read: all layers' weights and the LM head, in bf16.
-  const size_t layer_bytes = Stage::weight_bytes(config, 0, config.n_blocks(), {}) / 2;
-  const size_t head_bytes = size_t(config.vocab_size * config.hidden_size) * 2;
-  const size_t step_bytes = layer_bytes + head_bytes;
+  // Bytes every decode step must read: all layers' weights and the LM head, as resident.
+  const size_t step_bytes = engine.weight_bytes_per_token();
 
   std::vector<int32_t> prompt(size_t(o.prompt_tokens));
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919 + 13) % 128000);
@@ -207,6 +261,7 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
   nlohmann::json sweep = nlohmann::json::array();
   engine.set_graphs(true);
   for (int b : o.decode_batches) {
+    if (form == "bf16-cublas") break;  // the batch-1 comparison is what this form is for
     const ThroughputResult r = measure_throughput(engine, b, o.prompt_tokens, o.decode_steps);
     const int64_t replayed = engine.stats().graph_steps;  // reset when its decode began
     std::printf(
@@ -228,13 +283,16 @@ nlohmann::json bench_decode(CudaBackend& be, const Options& o, double copy_gbps)
   const double gbps = double(step_bytes) / (ms * 1e-3) / 1e9;
   const double gbps_eager = double(step_bytes) / (ms_eager * 1e-3) / 1e9;
   std::printf(
-      "decode    %s, batch 1, context %d..%d: CUDA graphs %.3f ms/step (median of %d, %ld "
+      "decode    %s %s, batch 1, context %d..%d: CUDA graphs %.3f ms/step (median of %d, %ld "
       "replayed), %.1f tok/s, %.2f GB weights/step -> %.0f GB/s = %.1f%% of copy bandwidth; "
       "eager %.3f ms/step = %.1f%% (load %.1f s, prefill %d tokens %.1f ms)\n",
-      o.model.c_str(), o.prompt_tokens, o.prompt_tokens + 2 * o.decode_steps, ms, o.decode_steps,
-      long(graph_steps), 1e3 / ms, double(step_bytes) / 1e9, gbps, 100.0 * gbps / copy_gbps,
-      ms_eager, 100.0 * gbps_eager / copy_gbps, load_s, o.prompt_tokens, prefill_ms);
+      form.c_str(), o.model.c_str(), o.prompt_tokens, o.prompt_tokens + 2 * o.decode_steps, ms,
+      o.decode_steps, long(graph_steps), 1e3 / ms, double(step_bytes) / 1e9, gbps,
+      100.0 * gbps / copy_gbps, ms_eager, 100.0 * gbps_eager / copy_gbps, load_s, o.prompt_tokens,
+      prefill_ms);
+  be.clear_graphs();
   return {{"model", o.model},
+          {"form", form},
           {"batch_sweep", sweep},
           {"graph_steps", graph_steps},
           {"eager_step_ms_median", ms_eager},
@@ -291,6 +349,90 @@ nlohmann::json bench_gemm(CudaBackend& be, int repeats) {
           {"cublas_ms", ms_cublas},
           {"cublas_TFLOPs", tf_cublas},
           {"fraction_of_cublas", tf_backend / tf_cublas}};
+}
+
+// The prefill GEMM with FP8 weights (per-channel scales) through CudaBackend::gemm: BF16
+// activations quantized per token to E4M3, then the cuBLASLt FP8 GEMM with outer-vector scales
+// (or its fallback), against a plain cuBLASLt FP8 matmul (E4M3 x E4M3 -> BF16, scalar scales,
+// the heuristic's first algorithm) on the same shape: the library's FP8 rate.
+nlohmann::json bench_gemm_fp8(CudaBackend& be, int repeats) {
+  const int64_t m = 4096, k = 4096, n = 14336;
+  Buffer bx, bw, bs, by, bq;
+  Tensor x = be.alloc_tensor(bx, DType::BF16, m, k), y = be.alloc_tensor(by, DType::BF16, m, n);
+  Tensor w = be.alloc_tensor(bw, DType::F8_E4M3, n, k);
+  Tensor s = be.alloc_tensor(bs, DType::F32, 1, n);
+  fill_random(be, x, 1.0f, 2);
+  {  // codes: a repeating block of quantized N(0,1) values; scales 0.02 / 448-ish
+    std::mt19937_64 rng(3);
+    std::normal_distribution<float> dist(0.0f, 100.0f);
+    std::vector<uint8_t> block(size_t(1) << 22);
+    for (uint8_t& c : block) c = f32_to_f8_e4m3(dist(rng));
+    std::vector<uint8_t> all(size_t(n * k));
+    for (size_t at = 0; at < all.size(); at += block.size())
+      std::memcpy(all.data() + at, block.data(), std::min(block.size(), all.size() - at));
+    be.upload_weight(all.data(), w);
+    std::vector<float> scales(size_t(n), 0.02f / 100.0f);
+    be.upload_f32(scales.data(), s);
+    w.scales = s.f32();
+  }
+  const double flops = 2.0 * double(m) * double(n) * double(k);
+  const double ms_backend = time_ms(be.stream(), repeats, [&] { be.gemm(x, w, y); });
+  // The library alone: E4M3 activations already quantized, one matmul.
+  Tensor xq = be.alloc_tensor(bq, DType::F8_E4M3, m, k);
+  PF_CUDA_CHECK(cudaMemsetAsync(xq.data, 0x38, size_t(m * k), be.stream()));  // 1.0 everywhere
+  cublasLtHandle_t lt = nullptr;
+  if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) PF_THROW("cublasLtCreate failed");
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+  cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(n), k);
+  cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(m), k);
+  cublasLtMatrixLayoutCreate(&c, CUDA_R_16BF, uint64_t(n), uint64_t(m), n);
+  Buffer ws = be.alloc(size_t(32) << 20);
+  cublasLtMatmulPreference_t pref = nullptr;
+  cublasLtMatmulPreferenceCreate(&pref);
+  const uint64_t ws_bytes = ws.bytes();
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                       sizeof ws_bytes);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t rc =
+      cublasLtMatmulAlgoGetHeuristic(lt, desc, a, b, c, c, pref, 1, &result, &found);
+  double ms_lt = 0;
+  if (rc == CUBLAS_STATUS_SUCCESS && found > 0) {
+    const float alpha = 1.0f, beta = 0.0f;
+    ms_lt = time_ms(be.stream(), repeats, [&] {
+      const cublasStatus_t r =
+          cublasLtMatmul(lt, desc, &alpha, w.data, a, xq.data, b, &beta, y.data, c, y.data, c,
+                         &result.algo, ws.data(), ws.bytes(), be.stream());
+      if (r != CUBLAS_STATUS_SUCCESS) PF_THROW("cublasLtMatmul (FP8) failed: {}", int(r));
+    });
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(a);
+  cublasLtMatrixLayoutDestroy(b);
+  cublasLtMatrixLayoutDestroy(c);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(lt);
+  const double tf_backend = flops / (ms_backend * 1e-3) / 1e12;
+  const double tf_lt = ms_lt > 0 ? flops / (ms_lt * 1e-3) / 1e12 : 0.0;
+  std::printf(
+      "gemm      m=%ld k=%ld n=%ld fp8 (per-channel weight scales, per-token activations): "
+      "backend %.3f ms (%.0f TFLOP/s, quantization included), cuBLASLt FP8 alone %.3f ms "
+      "(%.0f TFLOP/s): %.1f%%\n",
+      long(m), long(k), long(n), ms_backend, tf_backend, ms_lt, tf_lt,
+      tf_lt > 0 ? 100.0 * tf_backend / tf_lt : 0.0);
+  return {{"m", m},
+          {"k", k},
+          {"n", n},
+          {"backend_ms", ms_backend},
+          {"backend_TFLOPs", tf_backend},
+          {"cublaslt_fp8_ms", ms_lt},
+          {"cublaslt_fp8_TFLOPs", tf_lt},
+          {"fraction_of_cublaslt_fp8", tf_lt > 0 ? tf_backend / tf_lt : 0.0}};
 }
 
 // One SwiGLU FFN (or k of them fused): x += down(swiglu(gate_up(rmsnorm(x)))).
@@ -377,6 +519,10 @@ int main(int argc, char** argv) {
   app.add_option("--decode-batches", o.decode_batches,
                  "Decode throughput sweep after the batch-1 figure (graphs on)")
       ->delimiter(',');
+  app.add_option("--decode-forms", o.decode_forms,
+                 "Weight forms of the decode section: bf16 (GEMV kernel), bf16-cublas (cuBLASLt "
+                 "at every M), fp8 (FP8 E4M3 weights, quantized at load)")
+      ->delimiter(',');
   app.add_option("--profile-steps", o.profile_steps,
                  "After the timed decode, this many eager then graph steps between "
                  "cudaProfilerStart/Stop (for ncu --profile-from-start off)");
@@ -398,7 +544,27 @@ int main(int argc, char** argv) {
     if (o.runs("gemm")) out["gemm"] = bench_gemm(be, o.repeats);
     if (o.runs("ffn")) out["ffn_fusion"] = bench_ffn(be, o);
     be.pool().trim();
-    if (o.runs("decode")) out["decode"] = bench_decode(be, o, out["copy"]["GBps"].get<double>());
+    if (o.runs("gemm")) out["gemm_fp8"] = bench_gemm_fp8(be, o.repeats);
+    if (o.runs("decode")) {
+      const double copy = out["copy"]["GBps"].get<double>();
+      for (const std::string& form : o.decode_forms) {
+        out["decode_" + form] = bench_decode(be, o, copy, form);
+        be.pool().trim();
+      }
+      // The issue's ratios, from this run.
+      if (out.contains("decode_bf16") && out.contains("decode_fp8")) {
+        const double r = out["decode_fp8"]["tokens_per_s"].get<double>() /
+                         out["decode_bf16"]["tokens_per_s"].get<double>();
+        out["fp8_over_bf16_decode"] = r;
+        std::printf("decode    fp8 / bf16 tokens/s at batch 1: %.2fx\n", r);
+      }
+      if (out.contains("decode_bf16") && out.contains("decode_bf16-cublas")) {
+        const double r = out["decode_bf16-cublas"]["step_ms_median"].get<double>() /
+                         out["decode_bf16"]["step_ms_median"].get<double>();
+        out["gemv_speedup_over_cublaslt_decode"] = r;
+        std::printf("decode    bf16 GEMV kernel / cuBLASLt at batch 1: %.2fx faster\n", r);
+      }
+    }
     if (!o.json_path.empty()) {
       std::ofstream(o.json_path) << out.dump(2) << "\n";
       std::printf("wrote %s\n", o.json_path.c_str());

@@ -227,7 +227,8 @@ elif [ "$PHASE" = 1 ]; then
   step parallel_np1 parallel.log 45 "${MPIRUN[@]}" -np 1 "$DEV/bin/test_cuda_parallel"
   step parallel_np2 parallel.log 60 "${MPIRUN[@]}" -np 2 "$DEV/bin/test_cuda_parallel"
   # From the checkout root: its default --model is configs/models/llama-3.1-8b.json.
-  step bench_gpu bench.log 150 "$DEV/bin/bench_gpu" --json "$OUT/bench.json"
+  step bench_gpu bench.log 200 "$DEV/bin/bench_gpu" --json "$OUT/bench.json" --repeats 10 \
+    --decode-batches 8,32
   grep -E 'copy|decode|gemm|ffn|ratio|fraction|GB/s|TFLOP' "$OUT/bench.log" 2>/dev/null | head -20 | sed 's/^/  /' >> "$summary"
 else
   # ---------------------------------------------------------------- phase 2
