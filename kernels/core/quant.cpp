@@ -161,11 +161,14 @@ void quantize_activations(const float* x, int64_t n, ActivationBlock* out) {
       std::memset(out[b].q, 0, sizeof out[b].q);
       continue;
     }
-    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    // A subnormal d (amax < ~4e-34) would make 1/d overflow: such a block quantizes to zeros.
+    const float d = amax / 32767.0f;
+    const float id = d >= std::numeric_limits<float>::min() ? 1.0f / d : 0.0f;
     int sum = 0;
     for (int i = 0; i < 32; ++i) {
+      // |v * id| <= 32767 * (1 + 2^-22): rounds to at most 32767, no clamp needed.
       const int q = int(std::nearbyint(v[i] * id));
-      out[b].q[i] = int8_t(q);
+      out[b].q[i] = int16_t(q);
       sum += q;
     }
     out[b].d = d;

@@ -4,8 +4,8 @@
 //   m <= kGemvMaxRows (decode, small batches): matrix-vector products. The thread pool splits
 //     the weight's output rows; each thread streams its rows once per activation row through
 //     the SIMD dot kernels (cpu_kernels.h) straight from the stored format. For Q4_0 / Q4_1 the
-//     activation rows are first quantized per 32-element block (int8 + scale), so the dot is an
-//     int8 dot product; Q8_0, F16 and BF16 weights are widened to floats against F32
+//     activation rows are first quantized per 32-element block (int16 + scale), so the dot is
+//     an integer dot product; Q8_0, F16 and BF16 weights are widened to floats against F32
 //     activations. No packing GEMM, no fp32 copy of the weight.
 //   larger m (prefill): each thread takes a slice of output rows and, tile by tile, dequantizes
 //     the weight into an F32 scratch tile and multiplies with cblas_sgemm (OpenBLAS, run at one
@@ -73,7 +73,7 @@ void CpuBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float b
   const auto* w_bytes = static_cast<const uint8_t*>(w.data);
 
   if (m <= kGemvMaxRows) {
-    // Activations in the form the weight's dot wants: int8 blocks, or the F32 rows as they are.
+    // Activations in the form the weight's dot wants: int16 blocks, or the F32 rows as they are.
     const bool blocks = cpu_kernels::KernelSet::activations_quantized(w.dtype);
     const int64_t nb = k / kQuantBlockElements;
     std::vector<ActivationBlock>& act = activation_scratch_;

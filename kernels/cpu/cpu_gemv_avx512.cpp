@@ -1,4 +1,4 @@
-// The AVX-512 kernel set (cpu_kernels.h): AVX2's loops with VNNI int8 dot products (vpdpbusd)
+// The AVX-512 kernel set (cpu_kernels.h): AVX2's loops with VNNI int16 dot products (vpdpwssd)
 // and 512-bit float dots; compiled with -mavx512f/bw/vl/vnni (kernels/CMakeLists.txt) and used
 // only where the CPU has them (cpu_kernels.cpp).
 #define PF_SIMD_NS avx512

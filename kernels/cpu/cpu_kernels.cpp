@@ -15,7 +15,7 @@ namespace parafuse::cpu_kernels {
 namespace {
 
 // sum of n_i * q_i over one block, n the 32 unpacked nibbles (Q4 layout) of `q`.
-int nibble_dot(const uint8_t* q, const int8_t* x) {
+int nibble_dot(const uint8_t* q, const int16_t* x) {
   int sum = 0;
   for (int i = 0; i < 16; ++i) sum += int(q[i] & 0x0f) * x[i] + int(q[i] >> 4) * x[i + 16];
   return sum;

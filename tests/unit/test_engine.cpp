@@ -170,7 +170,7 @@ class SmolLM2 : public ::testing::Test {
 
 // On the F32 reference path (--weight-dtype f32) prefill and decode are the same arithmetic in
 // another order. (With the Q4_1 weights kept as they are, decode steps round activations to
-// int8 per block and prefill does not: test_native_weights.cpp bounds that difference.)
+// int16 per block and prefill does not: test_native_weights.cpp bounds that difference.)
 TEST_F(SmolLM2, PrefillEqualsDecodeSteps) {
   ModelFiles m = open_model(kSmolLM2);
   auto backend = make_cpu_backend(CpuBackendOptions{1, false, "best"});

@@ -31,10 +31,11 @@ const std::string kMpirun = std::string(PF_MPIEXEC) +
 // Logits of split runs are sums in another order (TP partial sums, all-reduce order): float
 // rounding only. Max |a-b| over max |b| across all positions must stay below this. That holds
 // on the F32 weight path (--weight-dtype f32), which these tests use. With Q4_1 weights kept as
-// stored, decode rounds activations to int8 per block, and a float-rounding difference can move
-// one rounding step: NativeWeights below allows for that (measured 0.036 at tp=3).
+// stored, decode rounds activations to int16 per block, and a float-rounding difference can move
+// one rounding step: NativeWeights below allows for that (measured 1.5e-4 at tp=3; it was 0.036
+// with int8 activations).
 constexpr double kLogitTolerance = 1e-4;
-constexpr double kNativeLogitTolerance = 0.1;
+constexpr double kNativeLogitTolerance = 2e-3;
 
 struct Split {
   int tp, pp;
@@ -114,7 +115,7 @@ TEST_P(SmolLM2Splits, SameGreedyTokensAndLogitsAsOneRank) {
 }
 
 // The Q4_1 weights kept as stored, sliced per rank (row slices, and column slices on 32-element
-// blocks): the same tokens as one rank, logits within the int8 rounding of activations.
+// blocks): the same tokens as one rank, logits within the int16 rounding of activations.
 TEST_F(SmolLM2Splits, NativeWeightsGiveTheSameTokensAsOneRank) {
   const std::string prompt = "-p 'The three primary colors are'";
   const RunOutput base = run(kSmolLM2, prompt, nullptr, "auto");
