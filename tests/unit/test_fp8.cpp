@@ -485,6 +485,38 @@ TEST(Fp8Malformed, InputScaleMustBeOneValue) {
             "input_scale is one value");
 }
 
+TEST(Fp8Malformed, InputScaleOfTheWrongDtype) {  // (the reader refuses scalars in FP8 first)
+  EXPECT_EQ(error_with_replaced("input_dtype", "model.layers.0.mlp.up_proj.input_scale",
+                                Replacement{{}, {0.5f}, DType::F8_E4M3}),
+            "tensor 'model.layers.0.mlp.up_proj.input_scale' [] is F8_E4M3, but only 2-D "
+            "'.weight' tensors of an FP8 checkpoint can be (FP8 KV caches and FP8 norms are not "
+            "read)");
+}
+
+// A static activation scale must be a usable divisor: checked when the weight is loaded.
+TEST(Fp8Malformed, InputScaleMustBePositive) {
+  TempDir dir("input_zero");
+  const Checkpoints ck(Scheme::ModelOpt, "input_zero_src");
+  SafetensorsWriter w;
+  const SafetensorsFile file((ck.fp8.path / "model.safetensors").string());
+  for (const auto& [name, e] : file.entries()) {
+    std::vector<float> v(size_t(e.info.rows() * e.info.cols()));
+    file.read_f32(e, Range{}, Range{}, v.data());
+    if (name == "model.layers.0.mlp.up_proj.input_scale") v.assign(v.size(), 0.0f);
+    w.add(name, e.info.shape, std::move(v), e.info.dtype);
+  }
+  w.write((dir.path / "model.safetensors").string());
+  fs::copy(ck.fp8.path / "config.json", dir.path / "config.json");
+  fs::copy(ck.fp8.path / "hf_quant_config.json", dir.path / "hf_quant_config.json");
+  const ModelFiles m = open_model(dir.path.string());
+  const std::string e =
+      error_of([&] { (void)m.weights->input_scale("model.layers.0.mlp.up_proj.weight"); });
+  EXPECT_NE(e.find("input_scale of 'model.layers.0.mlp.up_proj.weight' is 0; it must be "
+                   "positive"),
+            std::string::npos)
+      << e;
+}
+
 TEST(Fp8Malformed, BlockWiseScalesAreRefusedByName) {
   const std::string e = open_error("block", [](SafetensorsWriter& w, const ModelConfig&) {
     w.add("model.layers.0.mlp.up_proj.weight_scale_inv", {1, 1}, {1.0f});
