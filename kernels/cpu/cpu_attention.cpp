@@ -24,8 +24,9 @@ using namespace cpu_detail;
 
 namespace {
 
-constexpr int kLanes = 16;     // elements per step of scale_in_place (vectorizes at -O2)
-constexpr int kTileKeys = 64;  // keys scored before each softmax rescale
+constexpr int kLanes = 16;              // elements per step of scale_in_place (vectorizes at -O2)
+constexpr int kTileKeys = 64;           // keys scored before each softmax rescale
+constexpr int64_t kMinChunkKeys = 128;  // fewest keys worth a work item of their own (decode)
 
 // y[i] = y[i] * scale (skipped when scale is exactly 1).
 inline void scale_in_place(float* y, float scale, int64_t n) {
@@ -109,42 +110,84 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
                                   seq.n_past + seq.n_new);
     for (int64_t i = 0; i < seq.n_new; ++i) rows.push_back({s, i});
   }
-  // A work item is a run of query heads of one row that share a kv head: each tile of keys and
-  // values is then read from memory once for the whole run and reused from L1 by its heads. The
-  // run is the whole GQA group where that leaves enough items to keep every thread busy, else
-  // one head (decode at batch 1 has only n_kv_heads groups).
+  // A work item is the GQA group of query heads of one row that share a kv head, over one chunk
+  // of that row's keys: each tile of keys and values is read from memory once for the group and
+  // reused from L1 by its heads. Prefill has rows enough to keep every thread busy with one
+  // chunk per item; decode at batch 1 has only n_kv_heads groups, so its keys are split into
+  // chunks (of at least kMinChunkKeys) until there are a few items per thread, and each chunk's
+  // partial softmax (max, sum, unnormalized output) is merged after the parallel loop.
   const int64_t n_rows = int64_t(rows.size());
-  const int run = n_rows * n_kv_heads >= 4 * int64_t(pool_->threads()) ? group : 1;
-  const int64_t runs_per_row = n_heads / run;
+  const int64_t groups = n_rows * n_kv_heads;
+  int64_t max_keys = 0;
+  for (const RowRef& ref : rows)
+    max_keys = std::max(max_keys, batch.seqs[ref.seq].n_past + ref.i + 1);
+  const int64_t threads = pool_->threads(), want_items = 2 * threads;
+  int64_t n_chunks = 1;
+  if (groups < want_items) {
+    // The fewest chunks that give want_items, then more until every thread gets as many items.
+    const int64_t most = std::max<int64_t>(1, max_keys / kMinChunkKeys);
+    n_chunks = std::min(most, (want_items + groups - 1) / groups);
+    while (n_chunks < most && (groups * n_chunks) % threads != 0) ++n_chunks;
+  }
+  // A chunk's partial result per query head: [max, sum, hd unnormalized outputs].
+  const size_t partial_floats = size_t(hd) + 2;
+  std::vector<float>& partials = attention_partials_;
+  if (n_chunks > 1) partials.resize(size_t(groups * n_chunks * group) * partial_floats);
   const cpu_kernels::KernelSet& kernels = *kernels_;
-  pool_->parallel_for(n_rows * runs_per_row, 1, [&](int64_t item_begin, int64_t item_end) {
-    std::vector<float> q_scaled(size_t(run) * size_t(hd)), acc(size_t(run) * size_t(hd));
-    std::vector<float> running_max(static_cast<size_t>(run)), running_sum(static_cast<size_t>(run));
-    std::vector<float> scores(kTileKeys);
-    std::vector<const float*> k_rows(kTileKeys), v_rows(kTileKeys);
+  pool_->parallel_for(groups * n_chunks, 1, [&](int64_t item_begin, int64_t item_end) {
+    thread_local std::vector<float> q_scaled, acc, running_max, running_sum, scores;
+    thread_local std::vector<const float*> k_rows, v_rows;
+    q_scaled.resize(size_t(group) * size_t(hd));
+    acc.resize(size_t(group) * size_t(hd));
+    running_max.resize(size_t(group));
+    running_sum.resize(size_t(group));
+    scores.resize(kTileKeys);
+    k_rows.resize(kTileKeys);
+    v_rows.resize(kTileKeys);
     for (int64_t item = item_begin; item < item_end; ++item) {
-      const RowRef& ref = rows[size_t(item / runs_per_row)];
-      const int h0 = int(item % runs_per_row) * run;  // first query head of the run
+      const int64_t chunk = item % n_chunks, g_item = item / n_chunks;
+      const RowRef& ref = rows[size_t(g_item / n_kv_heads)];
+      const int kv_head = int(g_item % n_kv_heads);
+      const int h0 = kv_head * group;  // first query head of the group
       const AttentionSeq& seq = batch.seqs[ref.seq];
       const std::vector<int64_t>& slots = seq_slots[ref.seq];
       const int64_t row = seq.q_begin + ref.i;
       const int64_t n_keys = seq.n_past + ref.i + 1;  // causal: positions [0, n_past + i]
-      const int64_t kv_col = int64_t(h0 / group) * hd;
-      for (int g = 0; g < run; ++g) {
+      // This chunk's keys: [key_begin, key_end).
+      const int64_t chunk_keys = (n_keys + n_chunks - 1) / n_chunks;
+      const int64_t key_begin = std::min(n_keys, chunk * chunk_keys);
+      const int64_t key_end = std::min(n_keys, key_begin + chunk_keys);
+      const int64_t kv_col = int64_t(kv_head) * hd;
+      for (int g = 0; g < group; ++g) {
         const float* qh = q.f32() + row * q.row_stride + int64_t(h0 + g) * hd;
         for (int d = 0; d < hd; ++d) q_scaled[size_t(g * hd + d)] = qh[d] * shape.scale;
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::fill(running_max.begin(), running_max.end(), neg_inf);
       std::fill(running_sum.begin(), running_sum.end(), 0.0f);
-      for (int64_t t0 = 0; t0 < n_keys; t0 += kTileKeys) {
-        const int tile = int(std::min<int64_t>(kTileKeys, n_keys - t0));
+      for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileKeys) {
+        const int tile = int(std::min<int64_t>(kTileKeys, key_end - t0));
         for (int j = 0; j < tile; ++j) {
           const int64_t slot = slots[size_t(t0 + j)];
           k_rows[size_t(j)] = k_cache.f32() + slot * k_cache.row_stride + kv_col;
           v_rows[size_t(j)] = v_cache.f32() + slot * v_cache.row_stride + kv_col;
         }
-        for (int g = 0; g < run; ++g) {
+        // The next tile's keys and values start on their way from memory while this one is
+        // scored (decode reads the whole cache once per step; its rows are strided by the other
+        // kv heads' columns, which the hardware prefetcher follows poorly).
+        const int64_t next_end = std::min(key_end, t0 + 2 * kTileKeys);
+        for (int64_t j = t0 + kTileKeys; j < next_end; ++j) {
+          const int64_t slot = slots[size_t(j)];
+          const auto* kp =
+              reinterpret_cast<const char*>(k_cache.f32() + slot * k_cache.row_stride + kv_col);
+          const auto* vp =
+              reinterpret_cast<const char*>(v_cache.f32() + slot * v_cache.row_stride + kv_col);
+          for (int64_t byte = 0; byte < int64_t(hd) * int64_t(sizeof(float)); byte += 64) {
+            __builtin_prefetch(kp + byte);
+            __builtin_prefetch(vp + byte);
+          }
+        }
+        for (int g = 0; g < group; ++g) {
           float* acc_g = acc.data() + size_t(g * hd);
           kernels.attention_scores(q_scaled.data() + size_t(g * hd), k_rows.data(), tile, hd,
                                    scores.data());
@@ -159,13 +202,48 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
           running_max[size_t(g)] = new_max;
         }
       }
-      for (int g = 0; g < run; ++g) {
-        float* o = out.f32() + row * out.row_stride + int64_t(h0 + g) * hd;
-        const float inv_sum = 1.0f / running_sum[size_t(g)];
-        for (int d = 0; d < hd; ++d) o[d] = acc[size_t(g * hd + d)] * inv_sum;
+      for (int g = 0; g < group; ++g) {
+        const float* acc_g = acc.data() + size_t(g * hd);
+        if (n_chunks == 1) {
+          float* o = out.f32() + row * out.row_stride + int64_t(h0 + g) * hd;
+          const float inv_sum = 1.0f / running_sum[size_t(g)];
+          for (int d = 0; d < hd; ++d) o[d] = acc_g[d] * inv_sum;
+        } else {
+          float* part = partials.data() + size_t(item * group + g) * partial_floats;
+          part[0] = running_max[size_t(g)];
+          part[1] = running_sum[size_t(g)];
+          std::copy(acc_g, acc_g + hd, part + 2);
+        }
       }
     }
   });
+  if (n_chunks == 1) return;
+  // Merge the chunks of each (row, query head): weights exp(max_c - max), an empty chunk (max
+  // -inf) weighs 0; chunk 0 always has keys.
+  for (int64_t g_item = 0; g_item < groups; ++g_item) {
+    const RowRef& ref = rows[size_t(g_item / n_kv_heads)];
+    const int64_t row = batch.seqs[ref.seq].q_begin + ref.i;
+    const int h0 = int(g_item % n_kv_heads) * group;
+    for (int g = 0; g < group; ++g) {
+      auto part = [&](int64_t chunk) {
+        return partials.data() + size_t((g_item * n_chunks + chunk) * group + g) * partial_floats;
+      };
+      float max = neg_inf;
+      for (int64_t c = 0; c < n_chunks; ++c) max = std::max(max, part(c)[0]);
+      float* o = out.f32() + row * out.row_stride + int64_t(h0 + g) * hd;
+      std::fill(o, o + hd, 0.0f);
+      float sum = 0.0f;
+      for (int64_t c = 0; c < n_chunks; ++c) {
+        const float* pc = part(c);
+        if (pc[0] == neg_inf) continue;
+        const float weight = std::exp(pc[0] - max);
+        sum += pc[1] * weight;
+        for (int d = 0; d < hd; ++d) o[d] += pc[2 + d] * weight;
+      }
+      const float inv_sum = 1.0f / sum;
+      for (int d = 0; d < hd; ++d) o[d] *= inv_sum;
+    }
+  }
 }
 
 }  // namespace parafuse

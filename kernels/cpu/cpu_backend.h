@@ -92,6 +92,7 @@ class CpuBackend final : public Backend {
   std::unique_ptr<ThreadPool> pool_;
   const cpu_kernels::KernelSet* kernels_ = nullptr;
   std::vector<ActivationBlock> activation_scratch_;  // gemm's quantized activation rows
+  std::vector<float> attention_partials_;            // decode attention's per-chunk results
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 1);

@@ -21,12 +21,12 @@ int nibble_dot(const uint8_t* q, const int16_t* x) {
   return sum;
 }
 
-float dot_q8_0(const BlockQ8_0* w, const float* x, int64_t nb) {  // F32 activations
+float dot_q8_0(const BlockQ8_0* w, const ActivationBlock* x, int64_t nb) {
   float sum = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
-    float block = 0.0f;
-    for (int i = 0; i < 32; ++i) block += float(w[b].q[i]) * x[32 * b + i];
-    sum += block * f16_to_f32(w[b].d);
+    int block = 0;  // |block| <= 32 * 127 * 32767 < 2^31
+    for (int i = 0; i < 32; ++i) block += int(w[b].q[i]) * x[b].q[i];
+    sum += float(block) * (f16_to_f32(w[b].d) * x[b].d);
   }
   return sum;
 }
@@ -138,7 +138,7 @@ KernelSet generic_kernels() {
   s.gemv_f32 = gemv_float<DType::F32>;
   s.gemv_f16 = gemv_float<DType::F16>;
   s.gemv_bf16 = gemv_float<DType::BF16>;
-  s.gemv_q8_0 = gemv_blocks<BlockQ8_0, float, dot_q8_0>;
+  s.gemv_q8_0 = gemv_blocks<BlockQ8_0, ActivationBlock, dot_q8_0>;
   s.gemv_q4_0 = gemv_blocks<BlockQ4_0, ActivationBlock, dot_q4_0>;
   s.gemv_q4_1 = gemv_blocks<BlockQ4_1, ActivationBlock, dot_q4_1>;
   s.quantize = quantize_activations;

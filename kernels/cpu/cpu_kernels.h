@@ -17,8 +17,8 @@
 namespace parafuse::cpu_kernels {
 
 // out[r] = dot(weight row r, x) for `rows` rows of k elements, row r at w + r * row_bytes.
-// Q4_0 / Q4_1 rows take x as k/32 ActivationBlocks (activations_quantized()); F32, F16, BF16 and
-// Q8_0 rows take k floats (8-bit weights keep the activations exact).
+// Q8_0 / Q4_0 / Q4_1 rows take x as k/32 ActivationBlocks (activations_quantized()); F32, F16
+// and BF16 rows take k floats.
 using GemvFn = void (*)(const void* w, size_t row_bytes, int64_t rows, const void* x, int64_t k,
                         float* out);
 // n activations (a multiple of 32) -> n/32 ActivationBlocks, bit-identical to
@@ -48,7 +48,9 @@ struct KernelSet {
 
   GemvFn gemv(DType w) const;  // throws for a type with no kernel
   // Whether gemv(w) takes ActivationBlocks rather than floats.
-  static bool activations_quantized(DType w) { return w == DType::Q4_0 || w == DType::Q4_1; }
+  static bool activations_quantized(DType w) {
+    return w == DType::Q8_0 || w == DType::Q4_0 || w == DType::Q4_1;
+  }
   DequantizeFn dequantize(DType w) const;  // F32 has none (use the row as it is)
 };
 

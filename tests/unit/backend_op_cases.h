@@ -56,6 +56,9 @@ inline std::vector<OpCase> backend_op_cases() {
   c.push_back(attention_case("attention_decode_gqa1", {{0, 1, 40, {}}}, {4, 4, 64, 0.0f}, 501));
   c.push_back(attention_case("attention_decode_long_gqa4_hd128", {{0, 1, 1001, {}}, {1, 1, 3, {}}},
                              {32, 8, 128, 0.0f}, 512));
+  // (decode at batch 1 splits the keys into chunks merged afterwards: 3 kv groups, 700 keys)
+  c.push_back(attention_case("attention_decode_smollm2_700_keys", {{0, 1, 699, {}}},
+                             {9, 3, 64, 0.0f}, 513));
   c.push_back(attention_case("attention_prefill_gqa3", {{0, 37, 0, {}}}, {6, 2, 32, 0.0f}, 502));
   c.push_back(attention_case("attention_prefill_gqa8", {{0, 20, 0, {}}}, {8, 1, 64, 0.0f}, 503));
   c.push_back(attention_case("attention_batch_3seqs_gqa3",

@@ -198,8 +198,9 @@ TEST_F(SmolLM2, PerplexityOfGpl3IsThatOfAWorkingModel) {
   EXPECT_EQ(r.tokens, 1999);
   // 19.85 is what a correct implementation gets for this Q4_1 model and text: our logits match an
   // independent float64 numpy forward of the same GGUF (tests/reference/llama_reference.py) to
-  // 4e-5. A broken RoPE, norm or tokenizer lands in the hundreds; the band allows float rounding.
-  EXPECT_NEAR(r.perplexity, 19.85, 0.25) << "perplexity " << r.perplexity;
+  // 4e-5. A broken RoPE, norm or tokenizer lands in the hundreds; the band (0.5%, issue 13's
+  // bound for the quantized kernels) allows their activation rounding and float reordering.
+  EXPECT_NEAR(r.perplexity, 19.85, 19.85 * 0.005) << "perplexity " << r.perplexity;
 }
 
 }  // namespace
