@@ -24,9 +24,11 @@ using namespace cpu_detail;
 
 namespace {
 
-constexpr int kLanes = 16;              // elements per step of scale_in_place (vectorizes at -O2)
-constexpr int kTileKeys = 64;           // keys scored before each softmax rescale
+constexpr int kLanes = 16;  // elements per step of scale_in_place (vectorizes at -O2)
+constexpr int kTileKeys = cpu_kernels::kAttentionTileKeys;  // keys per softmax rescale
 constexpr int64_t kMinChunkKeys = 128;  // fewest keys worth a work item of their own (decode)
+constexpr int64_t kBlockRows = 16;      // new rows of a sequence per blocked (prefill) item
+constexpr int64_t kBlockMinRows = 4;    // fewer new rows go row by row
 
 // y[i] = y[i] * scale (skipped when scale is exactly 1).
 inline void scale_in_place(float* y, float scale, int64_t n) {
@@ -97,136 +99,231 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
 
   const int group = n_heads / n_kv_heads;  // query heads per kv head
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  // Every sequence's slots, and its new rows in batch order.
+  // Every sequence's slots.
   std::vector<std::vector<int64_t>> seq_slots(batch.seqs.size());
-  struct RowRef {
-    size_t seq;
-    int64_t i;  // row within the sequence's new rows
-  };
-  std::vector<RowRef> rows;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const AttentionSeq& seq = batch.seqs[s];
     seq_slots[s] = sequence_slots(Op::Attention, s, seq, batch.block_size, k_cache.rows,
                                   seq.n_past + seq.n_new);
-    for (int64_t i = 0; i < seq.n_new; ++i) rows.push_back({s, i});
   }
-  // A work item is the GQA group of query heads of one row that share a kv head, over one chunk
-  // of that row's keys: each tile of keys and values is read from memory once for the group and
-  // reused from L1 by its heads. Prefill has rows enough to keep every thread busy with one
-  // chunk per item; decode at batch 1 has only n_kv_heads groups, so its keys are split into
-  // chunks (of at least kMinChunkKeys) until there are a few items per thread, and each chunk's
-  // partial softmax (max, sum, unnormalized output) is merged after the parallel loop.
-  const int64_t n_rows = int64_t(rows.size());
-  const int64_t groups = n_rows * n_kv_heads;
-  int64_t max_keys = 0;
-  for (const RowRef& ref : rows)
-    max_keys = std::max(max_keys, batch.seqs[ref.seq].n_past + ref.i + 1);
+  // Work items. Every item is one kv head's GQA group of query heads, so that each tile of keys
+  // and values is read from memory once for the group:
+  //  - a block of up to kBlockRows new rows of a sequence with at least kBlockMinRows new rows
+  //    (prefill): the block's rows x group query vectors meet each tile of keys as two small
+  //    matrix products (attention_scores_tile, attention_accumulate_tile), with the tile of keys
+  //    transposed and the values copied into contiguous scratch once for all of them;
+  //  - one new row (decode), over one chunk of its keys: decode at batch 1 has only n_kv_heads
+  //    items, so where there are fewer than two per thread its keys are split into chunks (of at
+  //    least kMinChunkKeys) and each chunk's partial softmax (max, sum, unnormalized output) is
+  //    merged after the parallel loop.
+  struct Item {
+    size_t seq;
+    int64_t i0;  // first new row of the sequence in the item
+    int64_t rows;
+    int kv_head;
+    int64_t chunk;
+  };
+  std::vector<Item> items;
+  int64_t row_items = 0, max_keys = 0;
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    const AttentionSeq& seq = batch.seqs[s];
+    const bool blocked = seq.n_new >= kBlockMinRows;
+    for (int64_t i0 = 0; i0 < seq.n_new; i0 += blocked ? kBlockRows : 1) {
+      const int64_t rows = blocked ? std::min(kBlockRows, seq.n_new - i0) : 1;
+      if (!blocked) {
+        row_items += n_kv_heads;
+        max_keys = std::max(max_keys, seq.n_past + i0 + 1);
+      }
+      for (int h = 0; h < n_kv_heads; ++h) items.push_back({s, i0, rows, h, blocked ? -1 : 0});
+    }
+  }
   const int64_t threads = pool_->threads(), want_items = 2 * threads;
   int64_t n_chunks = 1;
-  if (groups < want_items) {
+  if (int64_t(items.size()) < want_items && row_items > 0) {
     // The fewest chunks that give want_items, then more until every thread gets as many items.
+    const int64_t groups = int64_t(items.size());
     const int64_t most = std::max<int64_t>(1, max_keys / kMinChunkKeys);
     n_chunks = std::min(most, (want_items + groups - 1) / groups);
     while (n_chunks < most && (groups * n_chunks) % threads != 0) ++n_chunks;
   }
+  if (n_chunks > 1) {  // only row items here: each becomes n_chunks consecutive ones
+    std::vector<Item> chunked;
+    chunked.reserve(items.size() * size_t(n_chunks));
+    for (const Item& it : items)
+      for (int64_t c = 0; c < n_chunks; ++c) chunked.push_back({it.seq, it.i0, 1, it.kv_head, c});
+    items.swap(chunked);
+  }
   // A chunk's partial result per query head: [max, sum, hd unnormalized outputs].
   const size_t partial_floats = size_t(hd) + 2;
   std::vector<float>& partials = attention_partials_;
-  if (n_chunks > 1) partials.resize(size_t(groups * n_chunks * group) * partial_floats);
+  if (n_chunks > 1) partials.resize(items.size() * size_t(group) * partial_floats);
+
   const cpu_kernels::KernelSet& kernels = *kernels_;
-  pool_->parallel_for(groups * n_chunks, 1, [&](int64_t item_begin, int64_t item_end) {
+  const float* k_base = k_cache.f32();
+  const float* v_base = v_cache.f32();
+  // Query vector g of a row, scaled.
+  auto load_query = [&](int64_t row, int head, float* dst) {
+    const float* qh = q.f32() + row * q.row_stride + int64_t(head) * hd;
+    for (int d = 0; d < hd; ++d) dst[d] = qh[d] * shape.scale;
+  };
+
+  // One row's group over keys [key_begin, key_end), the per-vector SIMD loops.
+  auto attend_row = [&](const Item& it, size_t item_index) {
     thread_local std::vector<float> q_scaled, acc, running_max, running_sum, scores;
     thread_local std::vector<const float*> k_rows, v_rows;
     q_scaled.resize(size_t(group) * size_t(hd));
-    acc.resize(size_t(group) * size_t(hd));
-    running_max.resize(size_t(group));
-    running_sum.resize(size_t(group));
+    acc.assign(size_t(group) * size_t(hd), 0.0f);
+    running_max.assign(size_t(group), neg_inf);
+    running_sum.assign(size_t(group), 0.0f);
     scores.resize(kTileKeys);
     k_rows.resize(kTileKeys);
     v_rows.resize(kTileKeys);
-    for (int64_t item = item_begin; item < item_end; ++item) {
-      const int64_t chunk = item % n_chunks, g_item = item / n_chunks;
-      const RowRef& ref = rows[size_t(g_item / n_kv_heads)];
-      const int kv_head = int(g_item % n_kv_heads);
-      const int h0 = kv_head * group;  // first query head of the group
-      const AttentionSeq& seq = batch.seqs[ref.seq];
-      const std::vector<int64_t>& slots = seq_slots[ref.seq];
-      const int64_t row = seq.q_begin + ref.i;
-      const int64_t n_keys = seq.n_past + ref.i + 1;  // causal: positions [0, n_past + i]
-      // This chunk's keys: [key_begin, key_end).
-      const int64_t chunk_keys = (n_keys + n_chunks - 1) / n_chunks;
-      const int64_t key_begin = std::min(n_keys, chunk * chunk_keys);
-      const int64_t key_end = std::min(n_keys, key_begin + chunk_keys);
-      const int64_t kv_col = int64_t(kv_head) * hd;
-      for (int g = 0; g < group; ++g) {
-        const float* qh = q.f32() + row * q.row_stride + int64_t(h0 + g) * hd;
-        for (int d = 0; d < hd; ++d) q_scaled[size_t(g * hd + d)] = qh[d] * shape.scale;
+    const AttentionSeq& seq = batch.seqs[it.seq];
+    const std::vector<int64_t>& slots = seq_slots[it.seq];
+    const int64_t row = seq.q_begin + it.i0;
+    const int64_t n_keys = seq.n_past + it.i0 + 1;  // causal: positions [0, n_past + i]
+    const int64_t chunk_keys = (n_keys + n_chunks - 1) / n_chunks;
+    const int64_t key_begin = std::min(n_keys, it.chunk * chunk_keys);
+    const int64_t key_end = std::min(n_keys, key_begin + chunk_keys);
+    const int64_t kv_col = int64_t(it.kv_head) * hd;
+    const int h0 = it.kv_head * group;  // first query head of the group
+    for (int g = 0; g < group; ++g) load_query(row, h0 + g, q_scaled.data() + size_t(g * hd));
+    for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileKeys) {
+      const int tile = int(std::min<int64_t>(kTileKeys, key_end - t0));
+      for (int j = 0; j < tile; ++j) {
+        const int64_t slot = slots[size_t(t0 + j)];
+        k_rows[size_t(j)] = k_base + slot * k_cache.row_stride + kv_col;
+        v_rows[size_t(j)] = v_base + slot * v_cache.row_stride + kv_col;
       }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      std::fill(running_max.begin(), running_max.end(), neg_inf);
-      std::fill(running_sum.begin(), running_sum.end(), 0.0f);
-      for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileKeys) {
-        const int tile = int(std::min<int64_t>(kTileKeys, key_end - t0));
-        for (int j = 0; j < tile; ++j) {
-          const int64_t slot = slots[size_t(t0 + j)];
-          k_rows[size_t(j)] = k_cache.f32() + slot * k_cache.row_stride + kv_col;
-          v_rows[size_t(j)] = v_cache.f32() + slot * v_cache.row_stride + kv_col;
-        }
-        // The next tile's keys and values start on their way from memory while this one is
-        // scored (decode reads the whole cache once per step; its rows are strided by the other
-        // kv heads' columns, which the hardware prefetcher follows poorly).
-        const int64_t next_end = std::min(key_end, t0 + 2 * kTileKeys);
-        for (int64_t j = t0 + kTileKeys; j < next_end; ++j) {
-          const int64_t slot = slots[size_t(j)];
-          const auto* kp =
-              reinterpret_cast<const char*>(k_cache.f32() + slot * k_cache.row_stride + kv_col);
-          const auto* vp =
-              reinterpret_cast<const char*>(v_cache.f32() + slot * v_cache.row_stride + kv_col);
-          for (int64_t byte = 0; byte < int64_t(hd) * int64_t(sizeof(float)); byte += 64) {
-            __builtin_prefetch(kp + byte);
-            __builtin_prefetch(vp + byte);
-          }
-        }
-        for (int g = 0; g < group; ++g) {
-          float* acc_g = acc.data() + size_t(g * hd);
-          kernels.attention_scores(q_scaled.data() + size_t(g * hd), k_rows.data(), tile, hd,
-                                   scores.data());
-          float tile_max = neg_inf;
-          for (int j = 0; j < tile; ++j) tile_max = std::max(tile_max, scores[size_t(j)]);
-          const float new_max = std::max(running_max[size_t(g)], tile_max);
-          const float correction = std::exp(running_max[size_t(g)] - new_max);  // 0 at first
-          running_sum[size_t(g)] *= correction;
-          scale_in_place(acc_g, correction, hd);
-          running_sum[size_t(g)] += kernels.exp_shift_sum(scores.data(), tile, new_max);
-          kernels.attention_accumulate(acc_g, scores.data(), v_rows.data(), tile, hd);
-          running_max[size_t(g)] = new_max;
+      // The next tile's keys and values start on their way from memory while this one is
+      // scored (decode reads the whole cache once per step; its rows are strided by the other
+      // kv heads' columns, which the hardware prefetcher follows poorly).
+      const int64_t next_end = std::min(key_end, t0 + 2 * kTileKeys);
+      for (int64_t j = t0 + kTileKeys; j < next_end; ++j) {
+        const int64_t slot = slots[size_t(j)];
+        const auto* kp = reinterpret_cast<const char*>(k_base + slot * k_cache.row_stride + kv_col);
+        const auto* vp = reinterpret_cast<const char*>(v_base + slot * v_cache.row_stride + kv_col);
+        for (int64_t byte = 0; byte < int64_t(hd) * int64_t(sizeof(float)); byte += 64) {
+          __builtin_prefetch(kp + byte);
+          __builtin_prefetch(vp + byte);
         }
       }
       for (int g = 0; g < group; ++g) {
-        const float* acc_g = acc.data() + size_t(g * hd);
-        if (n_chunks == 1) {
-          float* o = out.f32() + row * out.row_stride + int64_t(h0 + g) * hd;
-          const float inv_sum = 1.0f / running_sum[size_t(g)];
-          for (int d = 0; d < hd; ++d) o[d] = acc_g[d] * inv_sum;
-        } else {
-          float* part = partials.data() + size_t(item * group + g) * partial_floats;
-          part[0] = running_max[size_t(g)];
-          part[1] = running_sum[size_t(g)];
-          std::copy(acc_g, acc_g + hd, part + 2);
-        }
+        float* acc_g = acc.data() + size_t(g * hd);
+        kernels.attention_scores(q_scaled.data() + size_t(g * hd), k_rows.data(), tile, hd,
+                                 scores.data());
+        float tile_max = neg_inf;
+        for (int j = 0; j < tile; ++j) tile_max = std::max(tile_max, scores[size_t(j)]);
+        const float new_max = std::max(running_max[size_t(g)], tile_max);
+        const float correction = std::exp(running_max[size_t(g)] - new_max);  // 0 at first
+        running_sum[size_t(g)] *= correction;
+        scale_in_place(acc_g, correction, hd);
+        running_sum[size_t(g)] += kernels.exp_shift_sum(scores.data(), tile, new_max);
+        kernels.attention_accumulate(acc_g, scores.data(), v_rows.data(), tile, hd);
+        running_max[size_t(g)] = new_max;
+      }
+    }
+    for (int g = 0; g < group; ++g) {
+      const float* acc_g = acc.data() + size_t(g * hd);
+      if (n_chunks == 1) {
+        float* o = out.f32() + row * out.row_stride + int64_t(h0 + g) * hd;
+        const float inv_sum = 1.0f / running_sum[size_t(g)];
+        for (int d = 0; d < hd; ++d) o[d] = acc_g[d] * inv_sum;
+      } else {
+        float* part = partials.data() + (item_index * size_t(group) + size_t(g)) * partial_floats;
+        part[0] = running_max[size_t(g)];
+        part[1] = running_sum[size_t(g)];
+        std::copy(acc_g, acc_g + hd, part + 2);
+      }
+    }
+  };
+
+  // A block of rows: nq = rows * group query vectors (row-major: row r, head g at r * group + g),
+  // padded to a multiple of 4 vectors and to hdp = hd rounded up to 16 columns with zeros, and
+  // each tile of keys padded to kTileKeys with zeros; the padding's scores are masked (keys) or
+  // ignored (query vectors), and its columns are zero.
+  const int64_t hdp = (int64_t(hd) + 15) / 16 * 16;
+  auto attend_block = [&](const Item& it) {
+    thread_local std::vector<float> qb, acc, kt, vt, scores, running_max, running_sum;
+    const AttentionSeq& seq = batch.seqs[it.seq];
+    const std::vector<int64_t>& slots = seq_slots[it.seq];
+    const int nq = int(it.rows) * group, nq_pad = (nq + 3) / 4 * 4;
+    qb.assign(size_t(nq_pad) * size_t(hdp), 0.0f);
+    acc.assign(size_t(nq_pad) * size_t(hdp), 0.0f);
+    kt.assign(size_t(hdp) * kTileKeys, 0.0f);
+    vt.assign(size_t(kTileKeys) * size_t(hdp), 0.0f);
+    scores.resize(size_t(nq_pad) * kTileKeys);
+    running_max.assign(size_t(nq), neg_inf);
+    running_sum.assign(size_t(nq), 0.0f);
+    const int h0 = it.kv_head * group;
+    const int64_t kv_col = int64_t(it.kv_head) * hd;
+    for (int64_t r = 0; r < it.rows; ++r)
+      for (int g = 0; g < group; ++g)
+        load_query(seq.q_begin + it.i0 + r, h0 + g, qb.data() + size_t((r * group + g) * hdp));
+    const int64_t n_keys = seq.n_past + it.i0 + it.rows;  // the block's last row's keys
+    for (int64_t t0 = 0; t0 < n_keys; t0 += kTileKeys) {
+      const int tile = int(std::min<int64_t>(kTileKeys, n_keys - t0));
+      for (int j = 0; j < tile; ++j) {
+        const int64_t slot = slots[size_t(t0 + j)];
+        const float* kr = k_base + slot * k_cache.row_stride + kv_col;
+        const float* vr = v_base + slot * v_cache.row_stride + kv_col;
+        for (int d = 0; d < hd; ++d) kt[size_t(d) * kTileKeys + size_t(j)] = kr[d];
+        std::copy(vr, vr + hd, vt.data() + size_t(j) * size_t(hdp));
+      }
+      if (tile < kTileKeys) {  // the last tile: padding keys are zero (their scores are masked)
+        for (int d = 0; d < hd; ++d)
+          std::fill(kt.data() + size_t(d) * kTileKeys + size_t(tile),
+                    kt.data() + size_t(d + 1) * kTileKeys, 0.0f);
+        std::fill(vt.data() + size_t(tile) * size_t(hdp), vt.data() + vt.size(), 0.0f);
+      }
+      kernels.attention_scores_tile(qb.data(), nq_pad, hdp, kt.data(), scores.data());
+      for (int v = 0; v < nq; ++v) {
+        float* sv = scores.data() + size_t(v) * kTileKeys;
+        // causal: row r sees keys [0, n_past + i0 + r]
+        const int64_t valid = std::clamp<int64_t>(seq.n_past + it.i0 + v / group + 1 - t0, 0, tile);
+        std::fill(sv + valid, sv + kTileKeys, 0.0f);
+        if (valid == 0) continue;
+        float tile_max = neg_inf;
+        for (int64_t j = 0; j < valid; ++j) tile_max = std::max(tile_max, sv[j]);
+        const float new_max = std::max(running_max[size_t(v)], tile_max);
+        const float correction = std::exp(running_max[size_t(v)] - new_max);  // 0 at first
+        running_sum[size_t(v)] *= correction;
+        scale_in_place(acc.data() + size_t(v) * size_t(hdp), correction, hd);
+        running_sum[size_t(v)] += kernels.exp_shift_sum(sv, valid, new_max);
+        running_max[size_t(v)] = new_max;
+      }
+      kernels.attention_accumulate_tile(acc.data(), nq_pad, hdp, scores.data(), vt.data());
+    }
+    for (int v = 0; v < nq; ++v) {
+      const int64_t row = seq.q_begin + it.i0 + v / group;
+      float* o = out.f32() + row * out.row_stride + int64_t(h0 + v % group) * hd;
+      const float* av = acc.data() + size_t(v) * size_t(hdp);
+      const float inv_sum = 1.0f / running_sum[size_t(v)];
+      for (int d = 0; d < hd; ++d) o[d] = av[d] * inv_sum;
+    }
+  };
+
+  pool_->parallel_for(int64_t(items.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Item& it = items[size_t(i)];
+      if (it.chunk < 0) {
+        attend_block(it);
+      } else {
+        attend_row(it, size_t(i));
       }
     }
   });
   if (n_chunks == 1) return;
   // Merge the chunks of each (row, query head): weights exp(max_c - max), an empty chunk (max
   // -inf) weighs 0; chunk 0 always has keys.
-  for (int64_t g_item = 0; g_item < groups; ++g_item) {
-    const RowRef& ref = rows[size_t(g_item / n_kv_heads)];
-    const int64_t row = batch.seqs[ref.seq].q_begin + ref.i;
-    const int h0 = int(g_item % n_kv_heads) * group;
+  for (size_t first = 0; first < items.size(); first += size_t(n_chunks)) {
+    const Item& it = items[first];
+    const int64_t row = batch.seqs[it.seq].q_begin + it.i0;
+    const int h0 = it.kv_head * group;
     for (int g = 0; g < group; ++g) {
       auto part = [&](int64_t chunk) {
-        return partials.data() + size_t((g_item * n_chunks + chunk) * group + g) * partial_floats;
+        return partials.data() +
+               ((first + size_t(chunk)) * size_t(group) + size_t(g)) * partial_floats;
       };
       float max = neg_inf;
       for (int64_t c = 0; c < n_chunks; ++c) max = std::max(max, part(c)[0]);

@@ -95,6 +95,23 @@ void attention_accumulate_plain(float* acc, const float* p, const float* const* 
   for (int j = 0; j < n; ++j)
     for (int64_t d = 0; d < hd; ++d) acc[d] += p[j] * values[j][d];
 }
+void attention_scores_tile_plain(const float* q, int nq, int64_t hdp, const float* kt,
+                                 float* scores) {
+  for (int i = 0; i < nq; ++i) {
+    for (int j = 0; j < kAttentionTileKeys; ++j) {
+      float sum = 0.0f;
+      for (int64_t d = 0; d < hdp; ++d) sum += q[i * hdp + d] * kt[d * kAttentionTileKeys + j];
+      scores[i * kAttentionTileKeys + j] = sum;
+    }
+  }
+}
+void attention_accumulate_tile_plain(float* acc, int nq, int64_t hdp, const float* p,
+                                     const float* v) {
+  for (int i = 0; i < nq; ++i)
+    for (int j = 0; j < kAttentionTileKeys; ++j)
+      for (int64_t d = 0; d < hdp; ++d)
+        acc[i * hdp + d] += p[i * kAttentionTileKeys + j] * v[j * hdp + d];
+}
 float exp_shift_sum_plain(float* x, int64_t n, float shift) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
@@ -144,6 +161,8 @@ KernelSet generic_kernels() {
   s.quantize = quantize_activations;
   s.attention_scores = attention_scores_plain;
   s.attention_accumulate = attention_accumulate_plain;
+  s.attention_scores_tile = attention_scores_tile_plain;
+  s.attention_accumulate_tile = attention_accumulate_tile_plain;
   s.exp_shift_sum = exp_shift_sum_plain;
   s.silu_mul = silu_mul_plain;
   s.dequant_f16 = dequant<DType::F16>;

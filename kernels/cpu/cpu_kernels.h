@@ -27,6 +27,9 @@ using QuantizeFn = void (*)(const float* x, int64_t n, ActivationBlock* out);
 // The first k elements of a weight row -> k floats (as parafuse::dequantize_row).
 using DequantizeFn = void (*)(const void* row, int64_t k, float* out);
 
+// Keys per tile of the blocked attention kernels (attention_scores_tile / _accumulate_tile).
+constexpr int kAttentionTileKeys = 64;
+
 // An aggregate with no member initializers on purpose: the per-ISA sources fill one in, and a
 // trivial struct has no inline constructor that their -m flags could leak into shared code.
 // Make one as `KernelSet s{};`.
@@ -41,6 +44,14 @@ struct KernelSet {
   void (*attention_scores)(const float* q, const float* const* keys, int n, int64_t hd, float* out);
   void (*attention_accumulate)(float* acc, const float* p, const float* const* values, int n,
                                int64_t hd);
+  // Blocked (prefill) attention over one tile of kAttentionTileKeys = T keys, for nq query
+  // vectors (a multiple of 4) of hdp floats (a multiple of 16), all row-major:
+  // scores[i T + j] = q[i hdp ..] . kt[.. T + j] (kt: the tile's keys transposed, hdp x T);
+  // acc[i hdp + d] += sum_j p[i T + j] v[j hdp + d] (v: the tile's values, T x hdp).
+  void (*attention_scores_tile)(const float* q, int nq, int64_t hdp, const float* kt,
+                                float* scores);
+  void (*attention_accumulate_tile)(float* acc, int nq, int64_t hdp, const float* p,
+                                    const float* v);
   float (*exp_shift_sum)(float* x, int64_t n, float shift);  // x = exp(x - shift); sum
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);  // silu(g) u
   DequantizeFn dequant_f16, dequant_bf16;
