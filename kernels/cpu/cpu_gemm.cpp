@@ -28,9 +28,11 @@ using namespace cpu_detail;
 
 namespace {
 
-constexpr int64_t kGemvMaxRows = 8;  // activation rows up to which gemm runs as matrix-vector
-constexpr int64_t kGemvGrain = 32;   // fewest weight rows worth handing to a thread
-constexpr size_t kTileBytes = size_t(2) << 20;  // F32 scratch tile of the prefill path
+constexpr int64_t kGemvMaxRows = 8;      // activation rows up to which gemm runs as matrix-vector
+constexpr int64_t kGemvGrain = 32;       // fewest weight rows worth handing to a thread
+constexpr int64_t kGemvChunkRows = 256;  // weight rows per pass over the activations
+constexpr size_t kGemvChunkBytes = size_t(128) << 10;  // ... and at most this many bytes
+constexpr size_t kTileBytes = size_t(2) << 20;         // F32 scratch tile of the prefill path
 
 // y[c] = out[c] + beta * y[c] (beta 0: out alone).
 void finish_row(const float* out, float beta, float* y, int64_t n) {
@@ -83,10 +85,14 @@ void CpuBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, float b
         kernels.quantize(x.f32() + r * x.row_stride, k, act.data() + r * nb);
     }
     const cpu_kernels::GemvFn gemv = kernels.gemv(w.dtype);
+    // With several activation rows, each chunk of weight rows is read once from memory and then
+    // from L2 for the other rows: chunks of at most kGemvChunkBytes.
+    const int64_t chunk_rows = std::clamp<int64_t>(
+        int64_t(kGemvChunkBytes / std::max<size_t>(w_row_bytes, 1)), 4, kGemvChunkRows);
     pool_->parallel_for(n, kGemvGrain, [&](int64_t begin, int64_t end) {
-      float out[256];
-      for (int64_t c0 = begin; c0 < end; c0 += 256) {
-        const int64_t rows = std::min<int64_t>(256, end - c0);
+      float out[kGemvChunkRows];
+      for (int64_t c0 = begin; c0 < end; c0 += chunk_rows) {
+        const int64_t rows = std::min<int64_t>(chunk_rows, end - c0);
         for (int64_t r = 0; r < m; ++r) {
           const void* xr = blocks ? static_cast<const void*>(act.data() + r * nb)
                                   : static_cast<const void*>(x.f32() + r * x.row_stride);
