@@ -28,9 +28,9 @@ namespace {
 
 constexpr int kLanes = 16;  // elements per step of scale_in_place (vectorizes at -O2)
 constexpr int kTileKeys = cpu_kernels::kAttentionTileKeys;  // keys per softmax rescale
-constexpr int64_t kMinChunkKeys = 128;  // fewest keys worth a work item of their own (decode)
-constexpr int64_t kBlockRows = 16;      // new rows of a sequence per blocked (prefill) item
-constexpr int64_t kBlockMinRows = 4;    // fewer new rows go row by row
+constexpr int64_t kMinChunkKeys = 64;  // fewest keys worth a work item of their own (decode)
+constexpr int64_t kBlockRows = 16;     // new rows of a sequence per blocked (prefill) item
+constexpr int64_t kBlockMinRows = 4;   // fewer new rows go row by row
 
 // y[i] = y[i] * scale (skipped when scale is exactly 1).
 inline void scale_in_place(float* y, float scale, int64_t n) {
@@ -108,22 +108,24 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
     seq_slots[s] = sequence_slots(Op::Attention, s, seq, batch.block_size, k_cache.rows,
                                   seq.n_past + seq.n_new);
   }
-  // Work items. Every item is one kv head's GQA group of query heads, so that each tile of keys
-  // and values is read from memory once for the group:
-  //  - a block of up to kBlockRows new rows of a sequence with at least kBlockMinRows new rows
-  //    (prefill): the block's rows x group query vectors meet each tile of keys as two small
-  //    matrix products (attention_scores_tile, attention_accumulate_tile), with the tile of keys
-  //    transposed and the values copied into contiguous scratch once for all of them;
-  //  - one new row (decode), over one chunk of its keys: decode at batch 1 has only n_kv_heads
-  //    items, so where there are fewer than two per thread its keys are split into chunks (of at
-  //    least kMinChunkKeys) and each chunk's partial softmax (max, sum, unnormalized output) is
-  //    merged after the parallel loop.
+  // Work items; each tile of keys and values is read from memory once for all the query heads
+  // that use it:
+  //  - one kv head's GQA group over a block of up to kBlockRows new rows of a sequence with at
+  //    least kBlockMinRows new rows (prefill): the block's rows x group query vectors meet each
+  //    tile of keys as two small matrix products (attention_scores_tile,
+  //    attention_accumulate_tile), with the tile of keys transposed and the values copied into
+  //    contiguous scratch once for all of them;
+  //  - every head of one new row (decode), over one chunk of its keys, so that the item streams
+  //    whole cache rows (all kv heads) front to back. Where there are fewer such items than two
+  //    per thread (decode at batch 1), the keys are split into chunks (of at least kMinChunkKeys)
+  //    and each chunk's partial softmax (max, sum, unnormalized output) is merged after the
+  //    parallel loop.
   struct Item {
     size_t seq;
     int64_t i0;  // first new row of the sequence in the item
     int64_t rows;
-    int kv_head;
-    int64_t chunk;
+    int kv_head;    // blocked items: the kv head; row items cover every head
+    int64_t chunk;  // row items: the chunk of keys; blocked items: -1
   };
   std::vector<Item> items;
   int64_t row_items = 0, max_keys = 0;
@@ -132,14 +134,18 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
     const bool blocked = seq.n_new >= kBlockMinRows;
     for (int64_t i0 = 0; i0 < seq.n_new; i0 += blocked ? kBlockRows : 1) {
       const int64_t rows = blocked ? std::min(kBlockRows, seq.n_new - i0) : 1;
-      if (!blocked) {
-        row_items += n_kv_heads;
+      if (blocked) {
+        for (int h = 0; h < n_kv_heads; ++h) items.push_back({s, i0, rows, h, -1});
+      } else {
+        ++row_items;
         max_keys = std::max(max_keys, seq.n_past + i0 + 1);
+        items.push_back({s, i0, 1, 0, 0});
       }
-      for (int h = 0; h < n_kv_heads; ++h) items.push_back({s, i0, rows, h, blocked ? -1 : 0});
     }
   }
-  const int64_t threads = pool_->threads(), want_items = 2 * threads;
+  // (one thread: nothing to split; more: two items per thread, so that chunks of uneven cost
+  // even out)
+  const int64_t threads = pool_->threads(), want_items = threads > 1 ? 2 * threads : 1;
   int64_t n_chunks = 1;
   if (int64_t(items.size()) < want_items && row_items > 0) {
     // The fewest chunks that give want_items, then more until every thread gets as many items.
@@ -148,17 +154,22 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
     n_chunks = std::min(most, (want_items + groups - 1) / groups);
     while (n_chunks < most && (groups * n_chunks) % threads != 0) ++n_chunks;
   }
-  if (n_chunks > 1) {  // only row items here: each becomes n_chunks consecutive ones
+  if (n_chunks > 1) {  // each row item becomes n_chunks consecutive ones
     std::vector<Item> chunked;
     chunked.reserve(items.size() * size_t(n_chunks));
-    for (const Item& it : items)
-      for (int64_t c = 0; c < n_chunks; ++c) chunked.push_back({it.seq, it.i0, 1, it.kv_head, c});
+    for (const Item& it : items) {
+      if (it.chunk < 0) {
+        chunked.push_back(it);
+      } else {
+        for (int64_t c = 0; c < n_chunks; ++c) chunked.push_back({it.seq, it.i0, 1, 0, c});
+      }
+    }
     items.swap(chunked);
   }
   // A chunk's partial result per query head: [max, sum, hd unnormalized outputs].
   const size_t partial_floats = size_t(hd) + 2;
   std::vector<float>& partials = attention_partials_;
-  if (n_chunks > 1) partials.resize(items.size() * size_t(group) * partial_floats);
+  if (n_chunks > 1) partials.resize(items.size() * size_t(n_heads) * partial_floats);
 
   const cpu_kernels::KernelSet& kernels = *kernels_;
   const float* k_base = k_cache.f32();
@@ -169,17 +180,16 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
     for (int d = 0; d < hd; ++d) dst[d] = qh[d] * shape.scale;
   };
 
-  // One row's group over keys [key_begin, key_end), the per-vector SIMD loops.
+  // Every head of one row over keys [key_begin, key_end), the per-vector SIMD loops.
   auto attend_row = [&](const Item& it, size_t item_index) {
     thread_local std::vector<float> q_scaled, acc, running_max, running_sum, scores;
-    thread_local std::vector<const float*> k_rows, v_rows;
-    q_scaled.resize(size_t(group) * size_t(hd));
-    acc.assign(size_t(group) * size_t(hd), 0.0f);
-    running_max.assign(size_t(group), neg_inf);
-    running_sum.assign(size_t(group), 0.0f);
+    thread_local std::vector<const float*> k_base_rows, v_base_rows, k_rows, v_rows;
+    q_scaled.resize(size_t(n_heads) * size_t(hd));
+    acc.assign(size_t(n_heads) * size_t(hd), 0.0f);
+    running_max.assign(size_t(n_heads), neg_inf);
+    running_sum.assign(size_t(n_heads), 0.0f);
     scores.resize(kTileKeys);
-    k_rows.resize(kTileKeys);
-    v_rows.resize(kTileKeys);
+    for (auto* v : {&k_base_rows, &v_base_rows, &k_rows, &v_rows}) v->resize(kTileKeys);
     const AttentionSeq& seq = batch.seqs[it.seq];
     const std::vector<int64_t>& slots = seq_slots[it.seq];
     const int64_t row = seq.q_begin + it.i0;
@@ -187,55 +197,47 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
     const int64_t chunk_keys = (n_keys + n_chunks - 1) / n_chunks;
     const int64_t key_begin = std::min(n_keys, it.chunk * chunk_keys);
     const int64_t key_end = std::min(n_keys, key_begin + chunk_keys);
-    const int64_t kv_col = int64_t(it.kv_head) * hd;
-    const int h0 = it.kv_head * group;  // first query head of the group
-    for (int g = 0; g < group; ++g) load_query(row, h0 + g, q_scaled.data() + size_t(g * hd));
+    for (int h = 0; h < n_heads; ++h) load_query(row, h, q_scaled.data() + size_t(h) * size_t(hd));
     for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileKeys) {
       const int tile = int(std::min<int64_t>(kTileKeys, key_end - t0));
       for (int j = 0; j < tile; ++j) {
         const int64_t slot = slots[size_t(t0 + j)];
-        k_rows[size_t(j)] = k_base + slot * k_cache.row_stride + kv_col;
-        v_rows[size_t(j)] = v_base + slot * v_cache.row_stride + kv_col;
+        k_base_rows[size_t(j)] = k_base + slot * k_cache.row_stride;
+        v_base_rows[size_t(j)] = v_base + slot * v_cache.row_stride;
       }
-      // The next tile's keys and values start on their way from memory while this one is
-      // scored (decode reads the whole cache once per step; its rows are strided by the other
-      // kv heads' columns, which the hardware prefetcher follows poorly).
-      const int64_t next_end = std::min(key_end, t0 + 2 * kTileKeys);
-      for (int64_t j = t0 + kTileKeys; j < next_end; ++j) {
-        const int64_t slot = slots[size_t(j)];
-        const auto* kp = reinterpret_cast<const char*>(k_base + slot * k_cache.row_stride + kv_col);
-        const auto* vp = reinterpret_cast<const char*>(v_base + slot * v_cache.row_stride + kv_col);
-        for (int64_t byte = 0; byte < int64_t(hd) * int64_t(sizeof(float)); byte += 64) {
-          __builtin_prefetch(kp + byte);
-          __builtin_prefetch(vp + byte);
+      for (int kv_head = 0; kv_head < n_kv_heads; ++kv_head) {
+        const int64_t kv_col = int64_t(kv_head) * hd;
+        for (int j = 0; j < tile; ++j) {
+          k_rows[size_t(j)] = k_base_rows[size_t(j)] + kv_col;
+          v_rows[size_t(j)] = v_base_rows[size_t(j)] + kv_col;
+        }
+        for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
+          float* acc_h = acc.data() + size_t(h) * size_t(hd);
+          kernels.attention_scores(q_scaled.data() + size_t(h) * size_t(hd), k_rows.data(), tile,
+                                   hd, scores.data());
+          float tile_max = neg_inf;
+          for (int j = 0; j < tile; ++j) tile_max = std::max(tile_max, scores[size_t(j)]);
+          const float new_max = std::max(running_max[size_t(h)], tile_max);
+          const float correction = std::exp(running_max[size_t(h)] - new_max);  // 0 at first
+          running_sum[size_t(h)] *= correction;
+          scale_in_place(acc_h, correction, hd);
+          running_sum[size_t(h)] += kernels.exp_shift_sum(scores.data(), tile, new_max);
+          kernels.attention_accumulate(acc_h, scores.data(), v_rows.data(), tile, hd);
+          running_max[size_t(h)] = new_max;
         }
       }
-      for (int g = 0; g < group; ++g) {
-        float* acc_g = acc.data() + size_t(g * hd);
-        kernels.attention_scores(q_scaled.data() + size_t(g * hd), k_rows.data(), tile, hd,
-                                 scores.data());
-        float tile_max = neg_inf;
-        for (int j = 0; j < tile; ++j) tile_max = std::max(tile_max, scores[size_t(j)]);
-        const float new_max = std::max(running_max[size_t(g)], tile_max);
-        const float correction = std::exp(running_max[size_t(g)] - new_max);  // 0 at first
-        running_sum[size_t(g)] *= correction;
-        scale_in_place(acc_g, correction, hd);
-        running_sum[size_t(g)] += kernels.exp_shift_sum(scores.data(), tile, new_max);
-        kernels.attention_accumulate(acc_g, scores.data(), v_rows.data(), tile, hd);
-        running_max[size_t(g)] = new_max;
-      }
     }
-    for (int g = 0; g < group; ++g) {
-      const float* acc_g = acc.data() + size_t(g * hd);
+    for (int h = 0; h < n_heads; ++h) {
+      const float* acc_h = acc.data() + size_t(h) * size_t(hd);
       if (n_chunks == 1) {
-        float* o = out.f32() + row * out.row_stride + int64_t(h0 + g) * hd;
-        const float inv_sum = 1.0f / running_sum[size_t(g)];
-        for (int d = 0; d < hd; ++d) o[d] = acc_g[d] * inv_sum;
+        float* o = out.f32() + row * out.row_stride + int64_t(h) * hd;
+        const float inv_sum = 1.0f / running_sum[size_t(h)];
+        for (int d = 0; d < hd; ++d) o[d] = acc_h[d] * inv_sum;
       } else {
-        float* part = partials.data() + (item_index * size_t(group) + size_t(g)) * partial_floats;
-        part[0] = running_max[size_t(g)];
-        part[1] = running_sum[size_t(g)];
-        std::copy(acc_g, acc_g + hd, part + 2);
+        float* part = partials.data() + (item_index * size_t(n_heads) + size_t(h)) * partial_floats;
+        part[0] = running_max[size_t(h)];
+        part[1] = running_sum[size_t(h)];
+        std::copy(acc_h, acc_h + hd, part + 2);
       }
     }
   };
@@ -317,19 +319,19 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
   });
   if (n_chunks == 1) return;
   // Merge the chunks of each (row, query head): weights exp(max_c - max), an empty chunk (max
-  // -inf) weighs 0; chunk 0 always has keys.
-  for (size_t first = 0; first < items.size(); first += size_t(n_chunks)) {
+  // -inf) weighs 0; chunk 0 always has keys. A row's chunks are consecutive items.
+  for (size_t first = 0; first < items.size(); ++first) {
     const Item& it = items[first];
+    if (it.chunk != 0) continue;
     const int64_t row = batch.seqs[it.seq].q_begin + it.i0;
-    const int h0 = it.kv_head * group;
-    for (int g = 0; g < group; ++g) {
+    for (int h = 0; h < n_heads; ++h) {
       auto part = [&](int64_t chunk) {
         return partials.data() +
-               ((first + size_t(chunk)) * size_t(group) + size_t(g)) * partial_floats;
+               ((first + size_t(chunk)) * size_t(n_heads) + size_t(h)) * partial_floats;
       };
       float max = neg_inf;
       for (int64_t c = 0; c < n_chunks; ++c) max = std::max(max, part(c)[0]);
-      float* o = out.f32() + row * out.row_stride + int64_t(h0 + g) * hd;
+      float* o = out.f32() + row * out.row_stride + int64_t(h) * hd;
       std::fill(o, o + hd, 0.0f);
       float sum = 0.0f;
       for (int64_t c = 0; c < n_chunks; ++c) {
