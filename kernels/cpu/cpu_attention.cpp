@@ -131,15 +131,22 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
   int64_t row_items = 0, max_keys = 0;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const AttentionSeq& seq = batch.seqs[s];
-    const bool blocked = seq.n_new >= kBlockMinRows;
-    for (int64_t i0 = 0; i0 < seq.n_new; i0 += blocked ? kBlockRows : 1) {
-      const int64_t rows = blocked ? std::min(kBlockRows, seq.n_new - i0) : 1;
-      if (blocked) {
+    if (seq.n_new >= kBlockMinRows) {
+      // Causal blocks cost more the later they are, and the pool splits items into contiguous
+      // ranges: take the blocks first, last, second, second to last, ... so that every range
+      // gets as much work.
+      const int64_t n_blocks = (seq.n_new + kBlockRows - 1) / kBlockRows;
+      for (int64_t k = 0; k < n_blocks; ++k) {
+        const int64_t block = k % 2 == 0 ? k / 2 : n_blocks - 1 - k / 2;
+        const int64_t i0 = block * kBlockRows;
+        const int64_t rows = std::min(kBlockRows, seq.n_new - i0);
         for (int h = 0; h < n_kv_heads; ++h) items.push_back({s, i0, rows, h, -1});
-      } else {
+      }
+    } else {
+      for (int64_t i = 0; i < seq.n_new; ++i) {
         ++row_items;
-        max_keys = std::max(max_keys, seq.n_past + i0 + 1);
-        items.push_back({s, i0, 1, 0, 0});
+        max_keys = std::max(max_keys, seq.n_past + i + 1);
+        items.push_back({s, i, 1, 0, 0});
       }
     }
   }
