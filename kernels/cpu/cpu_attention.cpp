@@ -1,11 +1,11 @@
 // CPU backend: the paged KV cache write (kv_store) and causal GQA attention over it.
 //
-// Attention is the flash-attention recurrence: the pool splits work items (a GQA group of query
-// heads that share a kv head, over a block of new rows or one chunk of one row's keys; see
-// attention()) between its threads, and each walks its keys in tiles of kTileKeys, keeps a running
-// max and sum per query vector (online softmax) and rescales the accumulator once per tile, so no
-// score matrix is ever materialized. The dot products, the exponentials of a tile and the V
-// accumulation are the kernel set's SIMD loops (cpu_kernels.h: attention_scores_tile /
+// Attention is the flash-attention recurrence: the pool splits work items (one kv head's GQA
+// group over a block of new rows, or every head of one new row over one chunk of its keys; see
+// attention()) between its threads, and each walks its keys in tiles of kTileKeys, keeps a
+// running max and sum per query vector (online softmax) and rescales the accumulator once per
+// tile, so no score matrix is ever materialized. The dot products, the exponentials of a tile and
+// the V accumulation are the kernel set's SIMD loops (cpu_kernels.h: attention_scores_tile /
 // attention_accumulate_tile for blocks of rows, attention_scores / attention_accumulate for one
 // row, exp_shift_sum for both).
 #include <algorithm>
