@@ -24,7 +24,7 @@ int nibble_dot(const uint8_t* q, const int16_t* x) {
 float dot_q8_0(const BlockQ8_0* w, const ActivationBlock* x, int64_t nb) {
   float sum = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
-    int block = 0;  // |block| <= 32 * 127 * 32767 < 2^31
+    int block = 0;  // |block| <= 32 * 128 * 32767 < 2^31
     for (int i = 0; i < 32; ++i) block += int(w[b].q[i]) * x[b].q[i];
     sum += float(block) * (f16_to_f32(w[b].d) * x[b].d);
   }
