@@ -12,8 +12,8 @@
 // to 1.6 and split greedy decoding from the F32 reference at top-2 margins above 0.1, while int16
 // (~1/32767) is invisible there, and on AVX2 an int16 dot (vpmovzxbw + 2 vpmaddwd) costs what
 // the int8 one (vpmaddubsw + vpmaddwd) does. Q8_0 weights (SmolLM2's tied LM head) meet the
-// same blocks: int8 widened to int16 (vpmovsxbw) is three times fewer instructions than
-// widening the weight to floats.
+// same blocks: int8 widened to int16 (vpmovsxbw) takes about half the instructions of widening
+// the weight to floats.
 #pragma once
 
 #include <cstddef>
