@@ -8,6 +8,7 @@
 //
 //   build/bench/bench_tokens                          SmolLM2-135M, 1 thread, 512-token prefill
 //   build/bench/bench_tokens --weight-dtype f32       the same with every weight converted to F32
+//   build/bench/bench_tokens --kv-cache-dtype f32     Q4_1 weights, KV cache in F32 (auto: F16)
 //   build/bench/bench_tokens -m synthetic:CFG.json --threads 2 --json out.json
 #include <algorithm>
 #include <chrono>
@@ -66,7 +67,7 @@ int main(int argc, char** argv) {
   std::string model = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   int threads = 1, prefill = 512, decode = 64, reps = 3;
   int64_t max_batch_tokens = 512;
-  std::string json_path, backend_name = "cpu", weight_dtype = "auto";
+  std::string json_path, backend_name = "cpu", weight_dtype = "auto", kv_cache_dtype = "auto";
   CLI::App app{"parafuse prefill/decode throughput on one rank"};
   app.add_option("-m,--model", model, "Model path (see parafuse generate --help)")
       ->capture_default_str();
@@ -78,6 +79,10 @@ int main(int argc, char** argv) {
                  "auto: weights in the file's format where the backend takes it; f32: all F32")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "f32"}));
+  app.add_option("--kv-cache-dtype", kv_cache_dtype,
+                 "KV cache element type; auto: f16 on the cpu for quantized/half files, else f32")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kv_cache_dtype_choices()));
   app.add_option("--prefill", prefill, "Prompt tokens")->capture_default_str();
   app.add_option("--decode", decode, "Decode steps at batch 1")->capture_default_str();
   app.add_option("--reps", reps, "Timed repetitions (median reported)")->capture_default_str();
@@ -91,6 +96,7 @@ int main(int argc, char** argv) {
     EngineOptions eo;
     eo.kv_cache_tokens = prefill + decode + 16;
     eo.max_batch_tokens = max_batch_tokens;
+    eo.kv_cache_dtype = parse_kv_cache_dtype(kv_cache_dtype);
     Engine engine(m.config, *m.weights, *backend, eo);
     std::vector<int32_t> prompt(static_cast<size_t>(prefill));
     for (int i = 0; i < prefill; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % m.config.vocab_size);
@@ -129,6 +135,12 @@ int main(int argc, char** argv) {
     fmt::print("backend   {} ({} thread{}), weights {} ({:.1f} MB read per decode step)\n",
                backend->name(), threads, threads == 1 ? "" : "s", weight_dtype,
                weight_bytes / 1e6);
+    const PagedKvCache& kv = engine.kv_cache();
+    const double kv_bytes_per_token = double(kv.bytes()) / double(kv.slot_count());
+    fmt::print(
+        "KV cache  {}, {:.1f} KB per cached token ({:.1f} MB read by the last decode step)\n",
+        dtype_name(kv.dtype()), kv_bytes_per_token / 1e3,
+        kv_bytes_per_token * (prefill + decode) / 1e6);
     fmt::print("{:<10} {:>8} {:>12} {:>12}\n", "phase", "tokens", "seconds", "tokens/s");
     fmt::print("{:<10} {:>8} {:>12.4f} {:>12.1f}\n", "prefill", prefill, p, prefill / p);
     fmt::print("{:<10} {:>8} {:>12.4f} {:>12.1f}\n", "decode", decode, d, decode / d);
@@ -142,15 +154,24 @@ int main(int argc, char** argv) {
                           {"backend", std::string(backend->name())},
                           {"threads", threads},
                           {"weight_dtype", weight_dtype},
+                          {"kv_cache_dtype", std::string(dtype_name(kv.dtype()))},
+                          {"kv_cache_bytes_per_token", kv_bytes_per_token},
                           {"weight_bytes_per_token", weight_bytes},
                           {"decode_weight_bandwidth_bytes_per_s", decode_bandwidth},
                           {"copy_bandwidth_bytes_per_s", copy},
                           {"decode_bandwidth_fraction_of_copy", decode_bandwidth / copy},
                           {"reps", reps},
-                          {"prefill", {{"tokens", prefill}, {"seconds_median", p},
-                                       {"tokens_per_s", prefill / p}, {"seconds_all", prefill_s}}},
-                          {"decode", {{"tokens", decode}, {"batch", 1}, {"seconds_median", d},
-                                      {"tokens_per_s", decode / d}, {"seconds_all", decode_s}}}};
+                          {"prefill",
+                           {{"tokens", prefill},
+                            {"seconds_median", p},
+                            {"tokens_per_s", prefill / p},
+                            {"seconds_all", prefill_s}}},
+                          {"decode",
+                           {{"tokens", decode},
+                            {"batch", 1},
+                            {"seconds_median", d},
+                            {"tokens_per_s", decode / d},
+                            {"seconds_all", decode_s}}}};
       std::ofstream(json_path) << j.dump(2) << "\n";
       fmt::print("wrote {}\n", json_path);
     }

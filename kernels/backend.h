@@ -127,6 +127,10 @@ class Backend {
   // where the backend multiplies by them directly). Loaders keep a weight in its file's format
   // only where this holds, and convert it to weight_dtype() otherwise.
   virtual bool supports_weight(DType dtype) const { return dtype == weight_dtype(); }
+  // Whether kv_store and attention take KV cache tensors of `dtype` (k and v, the new rows, and
+  // q and out stay activation_dtype()). The default: the activation dtype alone. The CPU
+  // backend also keeps F16 caches (half the bytes decode attention reads).
+  virtual bool supports_kv_cache(DType dtype) const { return dtype == activation_dtype(); }
   // host bytes in dst.dtype's own storage format (rows x dtype_row_bytes(cols), contiguous)
   // -> dst; dst.dtype must be a supports_weight() type. The default goes through F32 and
   // upload_f32 (exact for F16 / BF16 into a tensor of that dtype).
@@ -149,8 +153,8 @@ class Backend {
   virtual void rope(const Tensor& x, const Tensor& positions, const Tensor& inv_freq, int n_heads,
                     int head_dim) = 0;
   // Write new keys/values k, v (m, n_kv_heads*head_dim) into the paged caches
-  // k_cache, v_cache (n_slots, n_kv_heads*head_dim) at the slots of each sequence's
-  // positions [n_past, n_past + n_new).
+  // k_cache, v_cache (n_slots, n_kv_heads*head_dim; one supports_kv_cache() dtype, rounded to
+  // it) at the slots of each sequence's positions [n_past, n_past + n_new).
   virtual void kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache,
                         const Tensor& v_cache, const AttentionBatch& batch) = 0;
   // Causal GQA attention of q (m, n_heads*head_dim) over each sequence's cached keys

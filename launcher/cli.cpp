@@ -12,6 +12,7 @@
 #include "kernels/core/error.h"
 #include "kernels/core/suggest.h"
 #include "parallel/transport.h"
+#include "runtime/engine/kv_cache.h"  // kv_cache_dtype_choices
 
 namespace parafuse {
 namespace {
@@ -133,6 +134,11 @@ void add_run_config_options(CLI::App& cmd, RunConfigOverrides& o) {
            "fp8, block linear weights quantized at load to FP8 E4M3 per output channel (the "
            "cpu computes with their values: the FP8 reference)",
            d.weight_dtype, choice_flag(weight_dtype_choices()));
+  key_flag(cmd, "--kv-cache-dtype", o.kv_cache_dtype,
+           "Element type of the KV cache (kv_cache_dtype): auto, f16 on the cpu backend for "
+           "quantized and f16/bf16 files (half the bytes decode attention reads), else the "
+           "backend's activation type; f32, f16 (cpu), bf16 (cuda --dtype bf16)",
+           d.kv_cache_dtype, choice_flag(kv_cache_dtype_choices()));
   key_flag(cmd, "--threads", o.threads,
            "CPU threads per rank, for every op (threads); 0: all cores for a single process, 1 per "
            "rank under mpirun/srun",
@@ -181,6 +187,7 @@ RunConfig resolve_run_config(const RunConfigOverrides& o) {
   apply(o.backend, c.backend);
   apply(o.dtype, c.dtype);
   apply(o.weight_dtype, c.weight_dtype);
+  apply(o.kv_cache_dtype, c.kv_cache_dtype);
   apply(o.threads, c.threads);
   apply(o.fusion_plan, c.fusion_plan);
   apply(o.kv_cache_tokens, c.batch.kv_cache_tokens);

@@ -36,6 +36,7 @@ struct RunConfigOverrides {
   std::optional<std::string> backend;        // --backend
   std::optional<std::string> dtype;          // --dtype
   std::optional<std::string> weight_dtype;   // --weight-dtype
+  std::optional<std::string> kv_cache_dtype;  // --kv-cache-dtype
   std::optional<int> threads;                // --threads
   std::optional<std::string> fusion_plan;    // --fusion-plan
   std::optional<int64_t> kv_cache_tokens;    // --kv-cache-tokens

@@ -20,6 +20,7 @@
 #include "runtime/config/config_reader.h"
 #include "runtime/config/read_file.h"
 #include "runtime/config/value_rules.h"
+#include "runtime/engine/kv_cache.h"  // kv_cache_dtype_choices
 
 namespace parafuse {
 namespace {
@@ -126,6 +127,7 @@ RunConfig parse_run_config(const std::string& yaml_text, const std::string& orig
   if (auto v = top.get("backend")) c.backend = v->choice(backend_names());
   if (auto v = top.get("dtype")) c.dtype = v->choice(dtype_choices());
   if (auto v = top.get("weight_dtype")) c.weight_dtype = v->choice(weight_dtype_choices());
+  if (auto v = top.get("kv_cache_dtype")) c.kv_cache_dtype = v->choice(kv_cache_dtype_choices());
   if (auto v = top.get("threads")) c.threads = int(v->integer(kNonNegativeInt));
   if (auto v = top.get("fusion_plan"))
     c.fusion_plan = v->text("a fusion plan file (parafuse plan)");
@@ -168,6 +170,7 @@ void check_run_config(const RunConfig& c) {
   check_choice(c.backend, "backend", backend_names());
   check_choice(c.dtype, "dtype", dtype_choices());
   check_choice(c.weight_dtype, "weight_dtype", weight_dtype_choices());
+  check_choice(c.kv_cache_dtype, "kv_cache_dtype", kv_cache_dtype_choices());
   PF_CHECK(c.dtype != "fp8" || c.weight_dtype != "f32",
            "dtype fp8 (FP8 weights) and weight_dtype f32 (every weight in F32) contradict each "
            "other; give one of them");

@@ -33,6 +33,11 @@ struct RunConfig {
   // fp8: block linear weights quantized at load to FP8 E4M3, one scale per output channel
   // (runtime/model/fp8_quantize.h).
   std::string weight_dtype = "auto";
+  // The KV cache's element type (kv_cache_dtype_choices(): runtime/engine/kv_cache.h). auto: f16 on
+  // the cpu backend for quantized and half-precision files (llama.cpp's default; half the bytes
+  // decode attention reads), else the backend's activation dtype (f32 weights, the reference;
+  // cuda: its dtype).
+  std::string kv_cache_dtype = "auto";
   int threads = 0;  // BLAS threads per rank; 0: auto
   // A fusion plan (parafuse plan) to run the unfused model in parallel-FFN mode; empty: none.
   std::string fusion_plan;

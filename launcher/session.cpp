@@ -152,6 +152,7 @@ std::unique_ptr<Engine> Session::make_engine(const ModelFiles& model) const {
   eo.kv_cache_tokens = run.batch.kv_cache_tokens;
   eo.max_batch_tokens = run.batch.max_batch_tokens;
   eo.page_size = run.batch.page_size;
+  eo.kv_cache_dtype = parse_kv_cache_dtype(run.kv_cache_dtype);
   ParallelContext pc;
   if (world) {
     pc.grid = grid.get();
@@ -285,6 +286,12 @@ Session SessionBuilder::build() {
     });
     if (s.is_root() && !s.quiet)
       spdlog::info("parallel-FFN mode per fusion plan {}", run.fusion_plan);
+  }
+  if (s.is_root() && !s.quiet) {
+    const PagedKvCache& kv = s.engine->kv_cache();
+    spdlog::info("KV cache: {} tokens in {} ({:.1f} MB on this rank; kv_cache_dtype {})",
+                 kv.capacity_tokens(), dtype_name(kv.dtype()), double(kv.bytes()) / 1e6,
+                 run.kv_cache_dtype);
   }
   if (s.is_root() && !s.quiet)
     spdlog::info("pipeline split (tp={}, pp={}, transport {}):\n{}", run.tp, run.pp,

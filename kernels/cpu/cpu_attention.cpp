@@ -1,5 +1,10 @@
 // CPU backend: the paged KV cache write (kv_store) and causal GQA attention over it.
 //
+// The cache holds F32 or F16 rows (supports_kv_cache): kv_store rounds new rows to halves
+// (round to nearest even), and attention widens them as it reads (vcvtph2ps in the SIMD sets),
+// so an F16 cache halves the bytes that decode attention streams and computes exactly as an
+// F32 cache holding the same rounded values.
+//
 // Attention is the flash-attention recurrence: the pool splits work items (one kv head's GQA
 // group over a block of new rows, or every head of one new row over one chunk of its keys; see
 // attention()) between its threads, and each walks its keys in tiles of kTileKeys, keeps a
@@ -12,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/core/error.h"
@@ -62,17 +68,39 @@ std::vector<int64_t> sequence_slots(Op op, size_t seq_index, const AttentionSeq&
   return slots;
 }
 
+// The KV cache tensors' checks: views, a dtype supports_kv_cache() takes, one dtype for both.
+void require_kv_caches(Op op, const Tensor& k_cache, const Tensor& v_cache) {
+  for (const auto& [t, what] : {std::pair{&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) {
+    require_view(op, *t, what);
+    PF_CHECK(t->dtype == DType::F32 || t->dtype == DType::F16,
+             "{}: {} has dtype {}, but the cpu backend keeps its KV cache in F32 or F16",
+             op_name(op), what, dtype_name(t->dtype));
+  }
+  PF_CHECK(k_cache.dtype == v_cache.dtype, "{}: k_cache is {} but v_cache is {}", op_name(op),
+           dtype_name(k_cache.dtype), dtype_name(v_cache.dtype));
+}
+
+// A cache row as elements of its dtype (float or uint16_t halves).
+template <class T>
+const T* cache_rows(const Tensor& cache) {
+  return static_cast<const T*>(cache.data);
+}
+
 }  // namespace
+
+bool CpuBackend::supports_kv_cache(DType dtype) const {
+  return dtype == DType::F32 || dtype == DType::F16;
+}
 
 void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cache,
                           const Tensor& v_cache, const AttentionBatch& batch) {
-  for (const auto& [t, what] :
-       {std::pair{&k, "k"}, {&v, "v"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) {
-    require_view(Op::KvStore, *t, what);
-    require_dtype(Op::KvStore, *t, what, DType::F32);
-  }
+  require_tensors(Op::KvStore, {{k, "k", DType::F32}, {v, "v", DType::F32}});
+  require_kv_caches(Op::KvStore, k_cache, v_cache);
   check_kv_store_shapes(k, v, k_cache, v_cache, batch);
+  const bool f16 = k_cache.dtype == DType::F16;
   const size_t row_bytes = size_t(k.cols) * sizeof(float);
+  auto* k_half = static_cast<uint16_t*>(k_cache.data);
+  auto* v_half = static_cast<uint16_t*>(v_cache.data);
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const AttentionSeq& seq = batch.seqs[s];
     const std::vector<int64_t> slots =
@@ -80,10 +108,15 @@ void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cach
     for (int64_t i = 0; i < seq.n_new; ++i) {
       const int64_t slot = slots[size_t(seq.n_past + i)];
       const int64_t row = seq.q_begin + i;
-      std::memcpy(k_cache.f32() + slot * k_cache.row_stride, k.f32() + row * k.row_stride,
-                  row_bytes);
-      std::memcpy(v_cache.f32() + slot * v_cache.row_stride, v.f32() + row * v.row_stride,
-                  row_bytes);
+      if (f16) {
+        kernels_->to_f16(k.f32() + row * k.row_stride, k.cols, k_half + slot * k_cache.row_stride);
+        kernels_->to_f16(v.f32() + row * v.row_stride, v.cols, v_half + slot * v_cache.row_stride);
+      } else {
+        std::memcpy(k_cache.f32() + slot * k_cache.row_stride, k.f32() + row * k.row_stride,
+                    row_bytes);
+        std::memcpy(v_cache.f32() + slot * v_cache.row_stride, v.f32() + row * v.row_stride,
+                    row_bytes);
+      }
     }
   }
 }
@@ -91,11 +124,8 @@ void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cach
 void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                            const AttentionBatch& batch, const AttentionShape& shape,
                            const Tensor& out) {
-  for (const auto& [t, what] :
-       {std::pair{&q, "q"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}, {&out, "out"}}) {
-    require_view(Op::Attention, *t, what);
-    require_dtype(Op::Attention, *t, what, DType::F32);
-  }
+  require_tensors(Op::Attention, {{q, "q", DType::F32}, {out, "out", DType::F32}});
+  require_kv_caches(Op::Attention, k_cache, v_cache);
   check_attention_shapes(q, k_cache, v_cache, batch, shape, out);
   const int n_heads = shape.n_heads, n_kv_heads = shape.n_kv_heads, hd = shape.head_dim;
 
@@ -179,151 +209,181 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
   if (n_chunks > 1) partials.resize(items.size() * size_t(n_heads) * partial_floats);
 
   const cpu_kernels::KernelSet& kernels = *kernels_;
-  const float* k_base = k_cache.f32();
-  const float* v_base = v_cache.f32();
   // Query vector g of a row, scaled.
   auto load_query = [&](int64_t row, int head, float* dst) {
     const float* qh = q.f32() + row * q.row_stride + int64_t(head) * hd;
     for (int d = 0; d < hd; ++d) dst[d] = qh[d] * shape.scale;
   };
 
-  // Every head of one row over keys [key_begin, key_end), the per-vector SIMD loops.
-  auto attend_row = [&](const Item& it, size_t item_index) {
-    thread_local std::vector<float> q_scaled, acc, running_max, running_sum, scores;
-    thread_local std::vector<const float*> k_base_rows, v_base_rows, k_rows, v_rows;
-    q_scaled.resize(size_t(n_heads) * size_t(hd));
-    acc.assign(size_t(n_heads) * size_t(hd), 0.0f);
-    running_max.assign(size_t(n_heads), neg_inf);
-    running_sum.assign(size_t(n_heads), 0.0f);
-    scores.resize(kTileKeys);
-    for (auto* v : {&k_base_rows, &v_base_rows, &k_rows, &v_rows}) v->resize(kTileKeys);
-    const AttentionSeq& seq = batch.seqs[it.seq];
-    const std::vector<int64_t>& slots = seq_slots[it.seq];
-    const int64_t row = seq.q_begin + it.i0;
-    const int64_t n_keys = seq.n_past + it.i0 + 1;  // causal: positions [0, n_past + i]
-    const int64_t chunk_keys = (n_keys + n_chunks - 1) / n_chunks;
-    const int64_t key_begin = std::min(n_keys, it.chunk * chunk_keys);
-    const int64_t key_end = std::min(n_keys, key_begin + chunk_keys);
-    for (int h = 0; h < n_heads; ++h) load_query(row, h, q_scaled.data() + size_t(h) * size_t(hd));
-    for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileKeys) {
-      const int tile = int(std::min<int64_t>(kTileKeys, key_end - t0));
-      for (int j = 0; j < tile; ++j) {
-        const int64_t slot = slots[size_t(t0 + j)];
-        k_base_rows[size_t(j)] = k_base + slot * k_cache.row_stride;
-        v_base_rows[size_t(j)] = v_base + slot * v_cache.row_stride;
-      }
-      for (int kv_head = 0; kv_head < n_kv_heads; ++kv_head) {
-        const int64_t kv_col = int64_t(kv_head) * hd;
+  // The parallel loop over the items, for cache rows of T: float (F32) or uint16_t (F16).
+  auto attend_items = [&]<class T>() {
+    const T* k_base = cache_rows<T>(k_cache);
+    const T* v_base = cache_rows<T>(v_cache);
+    constexpr bool kHalf = std::is_same_v<T, uint16_t>;
+
+    // Every head of one row over keys [key_begin, key_end), the per-vector SIMD loops.
+    auto attend_row = [&](const Item& it, size_t item_index) {
+      thread_local std::vector<float> q_scaled, acc, running_max, running_sum, scores;
+      thread_local std::vector<const T*> k_base_rows, v_base_rows, k_rows, v_rows;
+      q_scaled.resize(size_t(n_heads) * size_t(hd));
+      acc.assign(size_t(n_heads) * size_t(hd), 0.0f);
+      running_max.assign(size_t(n_heads), neg_inf);
+      running_sum.assign(size_t(n_heads), 0.0f);
+      scores.resize(kTileKeys);
+      for (auto* v : {&k_base_rows, &v_base_rows, &k_rows, &v_rows}) v->resize(kTileKeys);
+      const AttentionSeq& seq = batch.seqs[it.seq];
+      const std::vector<int64_t>& slots = seq_slots[it.seq];
+      const int64_t row = seq.q_begin + it.i0;
+      const int64_t n_keys = seq.n_past + it.i0 + 1;  // causal: positions [0, n_past + i]
+      const int64_t chunk_keys = (n_keys + n_chunks - 1) / n_chunks;
+      const int64_t key_begin = std::min(n_keys, it.chunk * chunk_keys);
+      const int64_t key_end = std::min(n_keys, key_begin + chunk_keys);
+      for (int h = 0; h < n_heads; ++h)
+        load_query(row, h, q_scaled.data() + size_t(h) * size_t(hd));
+      for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileKeys) {
+        const int tile = int(std::min<int64_t>(kTileKeys, key_end - t0));
         for (int j = 0; j < tile; ++j) {
-          k_rows[size_t(j)] = k_base_rows[size_t(j)] + kv_col;
-          v_rows[size_t(j)] = v_base_rows[size_t(j)] + kv_col;
+          const int64_t slot = slots[size_t(t0 + j)];
+          k_base_rows[size_t(j)] = k_base + slot * k_cache.row_stride;
+          v_base_rows[size_t(j)] = v_base + slot * v_cache.row_stride;
         }
-        for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
-          float* acc_h = acc.data() + size_t(h) * size_t(hd);
-          kernels.attention_scores(q_scaled.data() + size_t(h) * size_t(hd), k_rows.data(), tile,
-                                   hd, scores.data());
+        for (int kv_head = 0; kv_head < n_kv_heads; ++kv_head) {
+          const int64_t kv_col = int64_t(kv_head) * hd;
+          for (int j = 0; j < tile; ++j) {
+            k_rows[size_t(j)] = k_base_rows[size_t(j)] + kv_col;
+            v_rows[size_t(j)] = v_base_rows[size_t(j)] + kv_col;
+          }
+          for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
+            float* acc_h = acc.data() + size_t(h) * size_t(hd);
+            const float* qh = q_scaled.data() + size_t(h) * size_t(hd);
+            if constexpr (kHalf) {
+              kernels.attention_scores_f16(qh, k_rows.data(), tile, hd, scores.data());
+            } else {
+              kernels.attention_scores(qh, k_rows.data(), tile, hd, scores.data());
+            }
+            float tile_max = neg_inf;
+            for (int j = 0; j < tile; ++j) tile_max = std::max(tile_max, scores[size_t(j)]);
+            const float new_max = std::max(running_max[size_t(h)], tile_max);
+            const float correction = std::exp(running_max[size_t(h)] - new_max);  // 0 at first
+            running_sum[size_t(h)] *= correction;
+            scale_in_place(acc_h, correction, hd);
+            running_sum[size_t(h)] += kernels.exp_shift_sum(scores.data(), tile, new_max);
+            if constexpr (kHalf) {
+              kernels.attention_accumulate_f16(acc_h, scores.data(), v_rows.data(), tile, hd);
+            } else {
+              kernels.attention_accumulate(acc_h, scores.data(), v_rows.data(), tile, hd);
+            }
+            running_max[size_t(h)] = new_max;
+          }
+        }
+      }
+      for (int h = 0; h < n_heads; ++h) {
+        const float* acc_h = acc.data() + size_t(h) * size_t(hd);
+        if (n_chunks == 1) {
+          float* o = out.f32() + row * out.row_stride + int64_t(h) * hd;
+          const float inv_sum = 1.0f / running_sum[size_t(h)];
+          for (int d = 0; d < hd; ++d) o[d] = acc_h[d] * inv_sum;
+        } else {
+          float* part =
+              partials.data() + (item_index * size_t(n_heads) + size_t(h)) * partial_floats;
+          part[0] = running_max[size_t(h)];
+          part[1] = running_sum[size_t(h)];
+          std::copy(acc_h, acc_h + hd, part + 2);
+        }
+      }
+    };
+
+    // A block of rows: nq = rows * group query vectors (row-major: row r, head g at r * group + g),
+    // padded to a multiple of 4 vectors and to hdp = hd rounded up to 16 columns with zeros, and
+    // each tile of keys padded to kTileKeys with zeros; the padding's scores are masked (keys) or
+    // ignored (query vectors), and its columns are zero.
+    const int64_t hdp = (int64_t(hd) + 15) / 16 * 16;
+    auto attend_block = [&](const Item& it) {
+      thread_local std::vector<float> qb, acc, kt, vt, scores, running_max, running_sum, key;
+      const AttentionSeq& seq = batch.seqs[it.seq];
+      const std::vector<int64_t>& slots = seq_slots[it.seq];
+      const int nq = int(it.rows) * group, nq_pad = (nq + 3) / 4 * 4;
+      qb.assign(size_t(nq_pad) * size_t(hdp), 0.0f);
+      acc.assign(size_t(nq_pad) * size_t(hdp), 0.0f);
+      kt.assign(size_t(hdp) * kTileKeys, 0.0f);
+      vt.assign(size_t(kTileKeys) * size_t(hdp), 0.0f);
+      scores.resize(size_t(nq_pad) * kTileKeys);
+      running_max.assign(size_t(nq), neg_inf);
+      running_sum.assign(size_t(nq), 0.0f);
+      key.resize(size_t(hd));
+      const int h0 = it.kv_head * group;
+      const int64_t kv_col = int64_t(it.kv_head) * hd;
+      for (int64_t r = 0; r < it.rows; ++r)
+        for (int g = 0; g < group; ++g)
+          load_query(seq.q_begin + it.i0 + r, h0 + g, qb.data() + size_t((r * group + g) * hdp));
+      const int64_t n_keys = seq.n_past + it.i0 + it.rows;  // the block's last row's keys
+      for (int64_t t0 = 0; t0 < n_keys; t0 += kTileKeys) {
+        const int tile = int(std::min<int64_t>(kTileKeys, n_keys - t0));
+        for (int j = 0; j < tile; ++j) {
+          const int64_t slot = slots[size_t(t0 + j)];
+          const T* kr = k_base + slot * k_cache.row_stride + kv_col;
+          const T* vr = v_base + slot * v_cache.row_stride + kv_col;
+          const float* kf = nullptr;  // the key as floats
+          if constexpr (kHalf) {
+            kernels.dequant_f16(kr, hd, key.data());
+            kf = key.data();
+            kernels.dequant_f16(vr, hd, vt.data() + size_t(j) * size_t(hdp));
+          } else {
+            kf = kr;
+            std::copy(vr, vr + hd, vt.data() + size_t(j) * size_t(hdp));
+          }
+          for (int d = 0; d < hd; ++d) kt[size_t(d) * kTileKeys + size_t(j)] = kf[d];
+        }
+        if (tile < kTileKeys) {  // the last tile: padding keys are zero (their scores are masked)
+          for (int d = 0; d < hd; ++d)
+            std::fill(kt.data() + size_t(d) * kTileKeys + size_t(tile),
+                      kt.data() + size_t(d + 1) * kTileKeys, 0.0f);
+          std::fill(vt.data() + size_t(tile) * size_t(hdp), vt.data() + vt.size(), 0.0f);
+        }
+        kernels.attention_scores_tile(qb.data(), nq_pad, hdp, kt.data(), scores.data());
+        for (int v = 0; v < nq; ++v) {
+          float* sv = scores.data() + size_t(v) * kTileKeys;
+          // causal: row r sees keys [0, n_past + i0 + r]
+          const int64_t valid =
+              std::clamp<int64_t>(seq.n_past + it.i0 + v / group + 1 - t0, 0, tile);
+          std::fill(sv + valid, sv + kTileKeys, 0.0f);
+          if (valid == 0) continue;
           float tile_max = neg_inf;
-          for (int j = 0; j < tile; ++j) tile_max = std::max(tile_max, scores[size_t(j)]);
-          const float new_max = std::max(running_max[size_t(h)], tile_max);
-          const float correction = std::exp(running_max[size_t(h)] - new_max);  // 0 at first
-          running_sum[size_t(h)] *= correction;
-          scale_in_place(acc_h, correction, hd);
-          running_sum[size_t(h)] += kernels.exp_shift_sum(scores.data(), tile, new_max);
-          kernels.attention_accumulate(acc_h, scores.data(), v_rows.data(), tile, hd);
-          running_max[size_t(h)] = new_max;
+          for (int64_t j = 0; j < valid; ++j) tile_max = std::max(tile_max, sv[j]);
+          const float new_max = std::max(running_max[size_t(v)], tile_max);
+          const float correction = std::exp(running_max[size_t(v)] - new_max);  // 0 at first
+          running_sum[size_t(v)] *= correction;
+          scale_in_place(acc.data() + size_t(v) * size_t(hdp), correction, hd);
+          running_sum[size_t(v)] += kernels.exp_shift_sum(sv, valid, new_max);
+          running_max[size_t(v)] = new_max;
+        }
+        kernels.attention_accumulate_tile(acc.data(), nq_pad, hdp, scores.data(), vt.data());
+      }
+      for (int v = 0; v < nq; ++v) {
+        const int64_t row = seq.q_begin + it.i0 + v / group;
+        float* o = out.f32() + row * out.row_stride + int64_t(h0 + v % group) * hd;
+        const float* av = acc.data() + size_t(v) * size_t(hdp);
+        const float inv_sum = 1.0f / running_sum[size_t(v)];
+        for (int d = 0; d < hd; ++d) o[d] = av[d] * inv_sum;
+      }
+    };
+
+    pool_->parallel_for(int64_t(items.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const Item& it = items[size_t(i)];
+        if (it.chunk < 0) {
+          attend_block(it);
+        } else {
+          attend_row(it, size_t(i));
         }
       }
-    }
-    for (int h = 0; h < n_heads; ++h) {
-      const float* acc_h = acc.data() + size_t(h) * size_t(hd);
-      if (n_chunks == 1) {
-        float* o = out.f32() + row * out.row_stride + int64_t(h) * hd;
-        const float inv_sum = 1.0f / running_sum[size_t(h)];
-        for (int d = 0; d < hd; ++d) o[d] = acc_h[d] * inv_sum;
-      } else {
-        float* part = partials.data() + (item_index * size_t(n_heads) + size_t(h)) * partial_floats;
-        part[0] = running_max[size_t(h)];
-        part[1] = running_sum[size_t(h)];
-        std::copy(acc_h, acc_h + hd, part + 2);
-      }
-    }
-  };
-
-  // A block of rows: nq = rows * group query vectors (row-major: row r, head g at r * group + g),
-  // padded to a multiple of 4 vectors and to hdp = hd rounded up to 16 columns with zeros, and
-  // each tile of keys padded to kTileKeys with zeros; the padding's scores are masked (keys) or
-  // ignored (query vectors), and its columns are zero.
-  const int64_t hdp = (int64_t(hd) + 15) / 16 * 16;
-  auto attend_block = [&](const Item& it) {
-    thread_local std::vector<float> qb, acc, kt, vt, scores, running_max, running_sum;
-    const AttentionSeq& seq = batch.seqs[it.seq];
-    const std::vector<int64_t>& slots = seq_slots[it.seq];
-    const int nq = int(it.rows) * group, nq_pad = (nq + 3) / 4 * 4;
-    qb.assign(size_t(nq_pad) * size_t(hdp), 0.0f);
-    acc.assign(size_t(nq_pad) * size_t(hdp), 0.0f);
-    kt.assign(size_t(hdp) * kTileKeys, 0.0f);
-    vt.assign(size_t(kTileKeys) * size_t(hdp), 0.0f);
-    scores.resize(size_t(nq_pad) * kTileKeys);
-    running_max.assign(size_t(nq), neg_inf);
-    running_sum.assign(size_t(nq), 0.0f);
-    const int h0 = it.kv_head * group;
-    const int64_t kv_col = int64_t(it.kv_head) * hd;
-    for (int64_t r = 0; r < it.rows; ++r)
-      for (int g = 0; g < group; ++g)
-        load_query(seq.q_begin + it.i0 + r, h0 + g, qb.data() + size_t((r * group + g) * hdp));
-    const int64_t n_keys = seq.n_past + it.i0 + it.rows;  // the block's last row's keys
-    for (int64_t t0 = 0; t0 < n_keys; t0 += kTileKeys) {
-      const int tile = int(std::min<int64_t>(kTileKeys, n_keys - t0));
-      for (int j = 0; j < tile; ++j) {
-        const int64_t slot = slots[size_t(t0 + j)];
-        const float* kr = k_base + slot * k_cache.row_stride + kv_col;
-        const float* vr = v_base + slot * v_cache.row_stride + kv_col;
-        for (int d = 0; d < hd; ++d) kt[size_t(d) * kTileKeys + size_t(j)] = kr[d];
-        std::copy(vr, vr + hd, vt.data() + size_t(j) * size_t(hdp));
-      }
-      if (tile < kTileKeys) {  // the last tile: padding keys are zero (their scores are masked)
-        for (int d = 0; d < hd; ++d)
-          std::fill(kt.data() + size_t(d) * kTileKeys + size_t(tile),
-                    kt.data() + size_t(d + 1) * kTileKeys, 0.0f);
-        std::fill(vt.data() + size_t(tile) * size_t(hdp), vt.data() + vt.size(), 0.0f);
-      }
-      kernels.attention_scores_tile(qb.data(), nq_pad, hdp, kt.data(), scores.data());
-      for (int v = 0; v < nq; ++v) {
-        float* sv = scores.data() + size_t(v) * kTileKeys;
-        // causal: row r sees keys [0, n_past + i0 + r]
-        const int64_t valid = std::clamp<int64_t>(seq.n_past + it.i0 + v / group + 1 - t0, 0, tile);
-        std::fill(sv + valid, sv + kTileKeys, 0.0f);
-        if (valid == 0) continue;
-        float tile_max = neg_inf;
-        for (int64_t j = 0; j < valid; ++j) tile_max = std::max(tile_max, sv[j]);
-        const float new_max = std::max(running_max[size_t(v)], tile_max);
-        const float correction = std::exp(running_max[size_t(v)] - new_max);  // 0 at first
-        running_sum[size_t(v)] *= correction;
-        scale_in_place(acc.data() + size_t(v) * size_t(hdp), correction, hd);
-        running_sum[size_t(v)] += kernels.exp_shift_sum(sv, valid, new_max);
-        running_max[size_t(v)] = new_max;
-      }
-      kernels.attention_accumulate_tile(acc.data(), nq_pad, hdp, scores.data(), vt.data());
-    }
-    for (int v = 0; v < nq; ++v) {
-      const int64_t row = seq.q_begin + it.i0 + v / group;
-      float* o = out.f32() + row * out.row_stride + int64_t(h0 + v % group) * hd;
-      const float* av = acc.data() + size_t(v) * size_t(hdp);
-      const float inv_sum = 1.0f / running_sum[size_t(v)];
-      for (int d = 0; d < hd; ++d) o[d] = av[d] * inv_sum;
-    }
-  };
-
-  pool_->parallel_for(int64_t(items.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const Item& it = items[size_t(i)];
-      if (it.chunk < 0) {
-        attend_block(it);
-      } else {
-        attend_row(it, size_t(i));
-      }
-    }
-  });
+    });
+  };  // attend_items
+  if (k_cache.dtype == DType::F16) {
+    attend_items.template operator()<uint16_t>();
+  } else {
+    attend_items.template operator()<float>();
+  }
   if (n_chunks == 1) return;
   // Merge the chunks of each (row, query head): weights exp(max_c - max), an empty chunk (max
   // -inf) weighs 0; chunk 0 always has keys. A row's chunks are consecutive items.

@@ -57,6 +57,8 @@ class CpuBackend final : public Backend {
   // F32 always; F16, BF16, Q8_0, Q4_0, Q4_1 and F8_E4M3 (with row scales, cpu_fp8.cpp)
   // unless native_weights is off.
   bool supports_weight(DType dtype) const override;
+  // F32 or F16 (halves widened as attention reads them; cpu_attention.cpp).
+  bool supports_kv_cache(DType dtype) const override;
   int threads() const { return threads_; }
   const char* isa() const;  // the kernel set in use
   ThreadPool& pool() { return *pool_; }

@@ -82,18 +82,28 @@ void dequant(const void* row, int64_t k, float* out) {
   dequantize_row(kType, row, k, out);
 }
 
-void attention_scores_plain(const float* q, const float* const* keys, int n, int64_t hd,
-                            float* out) {
+inline float value_of(float v) {
+  return v;
+}
+inline float value_of(uint16_t h) {
+  return f16_to_f32(h);
+}
+template <class T>  // float or uint16_t (F16) cache rows
+void attention_scores_plain(const float* q, const T* const* keys, int n, int64_t hd, float* out) {
   for (int j = 0; j < n; ++j) {
     float sum = 0.0f;
-    for (int64_t d = 0; d < hd; ++d) sum += q[d] * keys[j][d];
+    for (int64_t d = 0; d < hd; ++d) sum += q[d] * value_of(keys[j][d]);
     out[j] = sum;
   }
 }
-void attention_accumulate_plain(float* acc, const float* p, const float* const* values, int n,
+template <class T>
+void attention_accumulate_plain(float* acc, const float* p, const T* const* values, int n,
                                 int64_t hd) {
   for (int j = 0; j < n; ++j)
-    for (int64_t d = 0; d < hd; ++d) acc[d] += p[j] * values[j][d];
+    for (int64_t d = 0; d < hd; ++d) acc[d] += p[j] * value_of(values[j][d]);
+}
+void to_f16_plain(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(x[i]);
 }
 void attention_scores_tile_plain(const float* q, int nq, int64_t hdp, const float* kt,
                                  float* scores) {
@@ -159,8 +169,11 @@ KernelSet generic_kernels() {
   s.gemv_q4_0 = gemv_blocks<BlockQ4_0, ActivationBlock, dot_q4_0>;
   s.gemv_q4_1 = gemv_blocks<BlockQ4_1, ActivationBlock, dot_q4_1>;
   s.quantize = quantize_activations;
-  s.attention_scores = attention_scores_plain;
-  s.attention_accumulate = attention_accumulate_plain;
+  s.attention_scores = attention_scores_plain<float>;
+  s.attention_accumulate = attention_accumulate_plain<float>;
+  s.attention_scores_f16 = attention_scores_plain<uint16_t>;
+  s.attention_accumulate_f16 = attention_accumulate_plain<uint16_t>;
+  s.to_f16 = to_f16_plain;
   s.attention_scores_tile = attention_scores_tile_plain;
   s.attention_accumulate_tile = attention_accumulate_tile_plain;
   s.exp_shift_sum = exp_shift_sum_plain;

@@ -44,6 +44,14 @@ struct KernelSet {
   void (*attention_scores)(const float* q, const float* const* keys, int n, int64_t hd, float* out);
   void (*attention_accumulate)(float* acc, const float* p, const float* const* values, int n,
                                int64_t hd);
+  // The same over an F16 KV cache: keys and values stored as IEEE halves.
+  void (*attention_scores_f16)(const float* q, const uint16_t* const* keys, int n, int64_t hd,
+                               float* out);
+  void (*attention_accumulate_f16)(float* acc, const float* p, const uint16_t* const* values, int n,
+                                   int64_t hd);
+  // n floats -> IEEE halves, round to nearest even: bit-identical to parafuse::f32_to_f16 in
+  // every set, except that a NaN may keep its payload (kv_store into an F16 cache).
+  void (*to_f16)(const float* x, int64_t n, uint16_t* out);
   // Blocked (prefill) attention over one tile of kAttentionTileKeys = T keys, for nq query
   // vectors (a multiple of 4) of hdp floats (a multiple of 16), all row-major:
   // scores[i T + j] = q[i hdp ..] . kt[.. T + j] (kt: the tile's keys transposed, hdp x T);

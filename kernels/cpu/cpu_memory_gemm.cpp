@@ -113,8 +113,15 @@ void copy_rows(const void* src, int64_t src_stride, void* dst, int64_t dst_strid
 
 void CpuBackend::upload_f32(const float* host, const Tensor& dst) {
   require_view(Op::Copy, dst, "upload_f32 dst");
-  require_dtype(Op::Copy, dst, "upload_f32 dst", DType::F32);
+  // F16: a KV cache tensor (supports_kv_cache), rounded to halves
+  if (dst.dtype != DType::F16) require_dtype(Op::Copy, dst, "upload_f32 dst", DType::F32);
   PF_CHECK(host != nullptr || dst.numel() == 0, "upload_f32: null host pointer");
+  if (dst.dtype == DType::F16) {
+    for (int64_t r = 0; r < dst.rows; ++r)
+      kernels_->to_f16(host + r * dst.cols, dst.cols,
+                       static_cast<uint16_t*>(dst.data) + r * dst.row_stride);
+    return;
+  }
   copy_rows(host, dst.cols, dst.data, dst.row_stride, dst.rows, dst.cols, sizeof(float));
 }
 
@@ -150,7 +157,8 @@ void CpuBackend::download_f32(const Tensor& src, float* host) {
     std::copy(rows.begin(), rows.end(), host);
     return;
   }
-  if (src.dtype != DType::I32 && supports_weight(src.dtype)) {  // a weight in its file format
+  // a weight in its file format, or an F16 KV cache
+  if (src.dtype == DType::F16 || (src.dtype != DType::I32 && supports_weight(src.dtype))) {
     const size_t stride_bytes = dtype_row_bytes(src.dtype, src.row_stride);
     for (int64_t r = 0; r < src.rows; ++r)
       dequantize_row(src.dtype, static_cast<const char*>(src.data) + size_t(r) * stride_bytes,
@@ -158,8 +166,8 @@ void CpuBackend::download_f32(const Tensor& src, float* host) {
     return;
   }
   PF_CHECK(src.dtype == DType::I32,
-           "download_f32: src has dtype {}; the cpu backend holds F32, I32 and weight formats "
-           "only",
+           "download_f32: src has dtype {}; the cpu backend holds F32, I32, F16 and weight "
+           "formats only",
            dtype_name(src.dtype));
   for (int64_t r = 0; r < src.rows; ++r) {
     const int32_t* s = src.i32() + r * src.row_stride;

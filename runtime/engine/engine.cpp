@@ -44,6 +44,8 @@ Engine::Engine(const ModelConfig& config, const WeightSource& weights, Backend& 
       scratch_bytes_(kSlotCount, 0),
       engine_id_(next_engine_id()) {
   config_.validate();
+  const DType kv_dtype = options.kv_cache_dtype.value_or(auto_kv_cache_dtype(backend, weights));
+  require_kv_cache_dtype(backend, kv_dtype);  // before minutes of loading
   const int tp = parallel.grid ? parallel.grid->tp() : 1;
   const int pp = parallel.grid ? parallel.grid->pp() : 1;
   if (parallel.grid) {
@@ -83,8 +85,8 @@ Engine::Engine(const ModelConfig& config, const WeightSource& weights, Backend& 
   }
   stage_ = std::make_unique<Stage>(config_, weights, backend_, mine.first, mine.last, shard_,
                                    parallel.tp, progress, &done, total);
-  kv_cache_ = std::make_unique<PagedKvCache>(backend_, stage_->kv_widths(),
-                                             options_.kv_cache_tokens, options_.page_size);
+  kv_cache_ = std::make_unique<PagedKvCache>(
+      backend_, stage_->kv_widths(), options_.kv_cache_tokens, options_.page_size, kv_dtype);
 }
 
 Engine::~Engine() {

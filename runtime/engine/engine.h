@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <vector>
@@ -32,6 +33,10 @@ struct EngineOptions {
   int64_t kv_cache_tokens = 4096;  // tokens of KV cache over all sequences
   int64_t page_size = 16;          // tokens per KV cache page
   int64_t max_batch_tokens = 512;  // rows per forward; longer prompts are chunked by callers
+  // The KV cache's dtype (one Backend::supports_kv_cache takes); unset: auto_kv_cache_dtype()
+  // (kv_cache.h: F16 on the CPU backend for quantized and half-precision files, else the
+  // activation dtype).
+  std::optional<DType> kv_cache_dtype;
   // Replay decode steps (one new token per sequence) as recorded graphs where the backend
   // records them (CUDA) and the step is local: tp = 1, pp = 1, no observer. A batch size is
   // run eagerly once, then recorded, then replayed. Such decode batches are padded to

@@ -1,21 +1,57 @@
 #include "runtime/engine/kv_cache.h"
 
+#include <fmt/ranges.h>
+
 #include "kernels/core/error.h"
 
 namespace parafuse {
 
+DType auto_kv_cache_dtype(const Backend& backend, const WeightSource& weights) {
+  const DType activations = backend.activation_dtype();
+  if (activations != DType::F32 || !backend.supports_kv_cache(DType::F16)) return activations;
+  for (const auto& [name, info] : weights.tensors()) {
+    if (info.shape.size() == 2 && info.dtype != DType::F32 && info.dtype != DType::I32 &&
+        info.dtype != DType::F8_E4M3 && backend.supports_weight(info.dtype))
+      return DType::F16;
+  }
+  return activations;
+}
+
+std::vector<std::string> kv_cache_dtype_choices() {
+  return {"auto", "f32", "f16", "bf16"};
+}
+
+std::optional<DType> parse_kv_cache_dtype(const std::string& name) {
+  if (name == "auto") return std::nullopt;
+  if (name == "f32") return DType::F32;
+  if (name == "f16") return DType::F16;
+  if (name == "bf16") return DType::BF16;
+  PF_THROW("kv_cache_dtype '{}' is not one of {}", name, fmt::join(kv_cache_dtype_choices(), ", "));
+}
+
+void require_kv_cache_dtype(const Backend& backend, DType dtype) {
+  PF_CHECK(
+      backend.supports_kv_cache(dtype),
+      "kv_cache_dtype {}: the {} backend does not keep a KV cache in {} (it keeps {}{})",
+      dtype_name(dtype), backend.name(), dtype_name(dtype), dtype_name(backend.activation_dtype()),
+      backend.supports_kv_cache(DType::F16) && backend.activation_dtype() != DType::F16 ? " or F16"
+                                                                                        : "");
+}
+
 PagedKvCache::PagedKvCache(Backend& backend, const std::vector<int64_t>& kv_widths,
-                           int64_t max_tokens, int64_t page_size)
+                           int64_t max_tokens, int64_t page_size, DType dtype)
     : page_size_(page_size),
+      dtype_(dtype),
       n_pages_((max_tokens + page_size - 1) / page_size),
       padding_page_(int32_t(n_pages_)) {
   PF_CHECK(page_size > 0 && max_tokens > 0, "KV cache needs positive sizes (tokens {}, page {})",
            max_tokens, page_size);
+  require_kv_cache_dtype(backend, dtype);
   const int64_t slots = slot_count();
   for (int64_t width : kv_widths) {
     for (auto* pool : {&keys_, &values_}) {
       buffers_.emplace_back();
-      pool->push_back(backend.alloc_tensor(buffers_.back(), backend.activation_dtype(), slots, width));
+      pool->push_back(backend.alloc_tensor(buffers_.back(), dtype, slots, width));
     }
   }
   free_pages_.reserve(size_t(n_pages_));

@@ -32,6 +32,11 @@ inline float nan_f32() {
 inline float inf_f32() {
   return std::numeric_limits<float>::infinity();
 }
+// Each value rounded to the nearest IEEE half (kernels/core/dtype.h), back as floats.
+inline std::vector<float> round_to_f16(std::vector<float> v) {
+  for (float& x : v) x = f16_to_f32(f32_to_f16(x));
+  return v;
+}
 
 // ---- gemm -------------------------------------------------------------------------------------
 
@@ -145,25 +150,37 @@ inline int64_t batch_rows(const std::vector<SeqSpec>& seqs) {
   return rows;
 }
 
+// A cache tensor of `dtype` (F32, or F16 holding exact halves) in guarded memory.
+inline Tensor cache_tensor(GuardedTensors& g, DType dtype, const std::vector<float>& values,
+                           int64_t rows, int64_t cols, bool output) {
+  return dtype == DType::F16 ? g.f16(values, rows, cols, -1, output)
+                             : g.f32(values, rows, cols, -1, output);
+}
+
+// cache_dtype F16: the caches start as halves and the new rows are rounded to halves.
 inline OpCase kv_store_case(std::string name, std::vector<SeqSpec> seqs, int64_t width,
-                            uint64_t seed, int64_t kv_stride = -1, int64_t block_size = 16) {
+                            uint64_t seed, int64_t kv_stride = -1, int64_t block_size = 16,
+                            DType cache_dtype = DType::F32) {
   std::mt19937_64 rng(seed);
   const int64_t n_slots = assign_blocks(rng, seqs, block_size);
   const int64_t m = batch_rows(seqs);
   auto k = random_normal(rng, m * width), v = random_normal(rng, m * width);
   auto k_cache = random_normal(rng, n_slots * width), v_cache = random_normal(rng, n_slots * width);
+  const bool half = cache_dtype == DType::F16;
+  if (half) k_cache = round_to_f16(k_cache), v_cache = round_to_f16(v_cache);
   OpCase c{std::move(name), Op::KvStore, {}, {}};
   c.run = [=](Backend& be) {
     GuardedTensors g(be);
     Tensor tk = g.f32(k, m, width, kv_stride), tv = g.f32(v, m, width, kv_stride);
-    Tensor tkc = g.f32(k_cache, n_slots, width, -1, true);
-    Tensor tvc = g.f32(v_cache, n_slots, width, -1, true);
+    Tensor tkc = cache_tensor(g, cache_dtype, k_cache, n_slots, width, true);
+    Tensor tvc = cache_tensor(g, cache_dtype, v_cache, n_slots, width, true);
     be.kv_store(tk, tv, tkc, tvc, make_batch(seqs, block_size));
     return CaseOutput{{g.read(tkc), g.read(tvc)}, g.memory_errors()};
   };
   c.reference = [=] {
     auto kc = k_cache, vc = v_cache;
-    ref_kv_store(k, v, kc, vc, width, seqs, block_size);
+    ref_kv_store(half ? round_to_f16(k) : k, half ? round_to_f16(v) : v, kc, vc, width, seqs,
+                 block_size);
     return Outputs{kc, vc};
   };
   return c;
@@ -171,9 +188,11 @@ inline OpCase kv_store_case(std::string name, std::vector<SeqSpec> seqs, int64_t
 
 // q_stddev large (e.g. 4) gives scores in the hundreds: a softmax without max-subtraction
 // overflows. Slots no sequence uses hold values of magnitude ~1000 so reading them shows.
+// cache_dtype F16: the caches hold halves; the reference reads the same values.
 inline OpCase attention_case(std::string name, std::vector<SeqSpec> seqs, AttentionShape shape,
                              uint64_t seed, float q_stddev = 1.0f, int64_t q_stride = -1,
-                             int64_t out_stride = -1, int64_t block_size = 16) {
+                             int64_t out_stride = -1, int64_t block_size = 16,
+                             DType cache_dtype = DType::F32) {
   std::mt19937_64 rng(seed);
   if (shape.scale == 0.0f) shape.scale = 1.0f / std::sqrt(float(shape.head_dim));
   const int64_t n_slots = assign_blocks(rng, seqs, block_size);
@@ -192,12 +211,14 @@ inline OpCase attention_case(std::string name, std::vector<SeqSpec> seqs, Attent
       }
     }
   }
+  if (cache_dtype == DType::F16) k_cache = round_to_f16(k_cache), v_cache = round_to_f16(v_cache);
   auto out0 = filled(m * q_cols, nan_f32());
   OpCase c{std::move(name), Op::Attention, {}, {}};
   c.run = [=](Backend& be) {
     GuardedTensors g(be);
     Tensor tq = g.f32(q, m, q_cols, q_stride);
-    Tensor tkc = g.f32(k_cache, n_slots, kv_cols), tvc = g.f32(v_cache, n_slots, kv_cols);
+    Tensor tkc = cache_tensor(g, cache_dtype, k_cache, n_slots, kv_cols, false);
+    Tensor tvc = cache_tensor(g, cache_dtype, v_cache, n_slots, kv_cols, false);
     Tensor tout = g.f32(out0, m, q_cols, out_stride, true);
     be.attention(tq, tkc, tvc, make_batch(seqs, block_size), shape, tout);
     return CaseOutput{{g.read(tout)}, g.memory_errors()};

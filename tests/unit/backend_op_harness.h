@@ -8,7 +8,8 @@
 // kGuardElements canary elements before and after it, and row padding of strided views holds
 // canaries too; after the op, everything outside the output views must be bit-identical.
 // Canaries are quiet NaNs, so an op that reads outside its input views also shows up as NaN.
-// Written for F32-activation backends (the CPU reference and a CUDA F32 build).
+// Written for F32-activation backends (the CPU reference and a CUDA F32 build); KV cache
+// tensors may also be F16 (Backend::supports_kv_cache), whose canaries are compared as NaNs.
 #pragma once
 
 #include <array>
@@ -70,6 +71,21 @@ class GuardedTensors {
     return e.view;
   }
 
+  // The same as F16 (a KV cache tensor): `values` should be exact halves (round_to_f16), so
+  // that the image the op must leave alone is what the tensor holds.
+  Tensor f16(const std::vector<float>& values, int64_t rows, int64_t cols, int64_t row_stride = -1,
+             bool output = false) {
+    Entry& e = add(DType::F16, rows, cols, row_stride, output);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        e.image[size_t(kGuardElements + r * e.view.row_stride + c)] =
+            values.at(size_t(r * cols + c));
+      }
+    }
+    backend_.upload_f32(e.image.data(), e.flat);
+    return e.view;
+  }
+
   Tensor i32(const std::vector<int32_t>& values, int64_t rows, int64_t cols,
              int64_t row_stride = -1, bool output = false) {
     Entry& e = add(DType::I32, rows, cols, row_stride, output);
@@ -106,7 +122,10 @@ class GuardedTensors {
       int64_t changed = 0, first = -1;
       for (int64_t i = 0; i < int64_t(now.size()); ++i) {
         if (e->output && in_view(*e, i)) continue;
-        if (!same_bits(now[size_t(i)], e->image[size_t(i)])) {
+        const float a = now[size_t(i)], b = e->image[size_t(i)];
+        // (an F16 canary comes back as some NaN: the conversions may not keep its payload)
+        const bool nan_pair = e->view.dtype == DType::F16 && std::isnan(a) && std::isnan(b);
+        if (!same_bits(a, b) && !nan_pair) {
           ++changed;
           if (first < 0) first = i;
         }
@@ -137,9 +156,9 @@ class GuardedTensors {
     auto e = std::make_unique<Entry>();
     const int64_t total = 2 * kGuardElements + rows * row_stride;
     e->flat = backend_.alloc_tensor(e->buffer, dtype, 1, total);
-    e->view = Tensor{static_cast<char*>(e->flat.data) + kGuardElements * 4, dtype, rows, cols,
-                     row_stride};
-    e->image.assign(size_t(total), dtype == DType::F32 ? canary_f32() : float(kCanaryI32));
+    e->view = Tensor{static_cast<char*>(e->flat.data) + kGuardElements * dtype_size(dtype), dtype,
+                     rows, cols, row_stride};
+    e->image.assign(size_t(total), dtype == DType::I32 ? float(kCanaryI32) : canary_f32());
     e->output = output;
     entries_.push_back(std::move(e));
     return *entries_.back();

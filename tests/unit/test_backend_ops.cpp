@@ -270,6 +270,126 @@ TEST(CpuWeightFormats, NativeWeightsOffMeansF32Only) {
       {"kernel set", "sse9"});
 }
 
+// ---- KV caches in F16 ---------------------------------------------------------------------
+//
+// kv_store rounds new rows to halves, attention widens them as it reads. The reference is the
+// same naive loops over caches that hold the same halves, so the tolerances are the F32 table's:
+// kv_store bit-exact (one round-to-nearest-even of each value), attention 1e-11. Every kernel set
+// here, at 1, 2 and 3 threads (decode at batch 1 splits the keys into chunks).
+std::vector<OpCase> f16_cache_cases() {
+  using op_test::attention_case;
+  using op_test::kv_store_case;
+  const DType f16 = DType::F16;
+  std::vector<OpCase> c;
+  c.push_back(kv_store_case("kv_store_prefill_20", {{0, 20, 0, {}}}, 192, 401, -1, 16, f16));
+  c.push_back(kv_store_case("kv_store_mixed_strided",
+                            {{1, 7, 10, {}}, {0, 1, 0, {}}, {8, 2, 47, {}}}, 48, 403, 160, 16,
+                            f16));
+  c.push_back(attention_case("attention_decode_gqa1", {{0, 1, 40, {}}}, {4, 4, 64, 0.0f}, 501, 1.0f,
+                             -1, -1, 16, f16));
+  c.push_back(attention_case("attention_decode_long_gqa4_hd128", {{0, 1, 1001, {}}, {1, 1, 3, {}}},
+                             {32, 8, 128, 0.0f}, 512, 1.0f, -1, -1, 16, f16));
+  c.push_back(attention_case("attention_decode_smollm2_700_keys", {{0, 1, 699, {}}},
+                             {9, 3, 64, 0.0f}, 513, 1.0f, -1, -1, 16, f16));
+  c.push_back(attention_case("attention_prefill_gqa3", {{0, 37, 0, {}}}, {6, 2, 32, 0.0f}, 502,
+                             1.0f, -1, -1, 16, f16));
+  c.push_back(attention_case("attention_batch_3seqs_gqa3",
+                             {{4, 5, 0, {}}, {0, 1, 17, {}}, {1, 3, 100, {}}}, {9, 3, 64, 0.0f},
+                             504, 1.0f, -1, -1, 16, f16));
+  c.push_back(attention_case("attention_chunked_prefill_many_tiles", {{0, 70, 130, {}}},
+                             {2, 1, 64, 0.0f}, 505, 1.0f, -1, -1, 16, f16));
+  c.push_back(attention_case("attention_odd_head_dim17_scale", {{0, 5, 11, {}}}, {3, 3, 17, 0.3f},
+                             506, 1.0f, -1, -1, 16, f16));
+  c.push_back(attention_case("attention_head_dim72_two_seqs", {{0, 3, 30, {}}, {3, 1, 0, {}}},
+                             {4, 2, 72, 0.0f}, 507, 1.0f, -1, -1, 16, f16));
+  c.push_back(attention_case("attention_large_scores", {{0, 16, 16, {}}}, {4, 2, 64, 0.0f}, 509,
+                             8.0f, -1, -1, 16, f16));
+  c.push_back(attention_case("attention_batch_with_empty_seq", {{0, 2, 5, {}}, {2, 0, 7, {}}},
+                             {2, 2, 16, 0.0f}, 510, 1.0f, -1, -1, 16, f16));
+  return c;
+}
+
+TEST(CpuF16KvCache, EveryKernelSetAndThreadCountMatchesReference) {
+  const std::vector<OpCase> cases = f16_cache_cases();
+  for (const std::string& isa : kernel_sets_here()) {
+    for (int threads : {1, 2, 3}) {
+      CpuBackend backend(CpuBackendOptions{threads, true, isa});
+      for (const OpCase& c : cases) {
+        const op_test::CaseResult r = op_test::check_op_case(c, backend, cpu_tolerances());
+        EXPECT_TRUE(r.ok) << "f16 cache, " << isa << ", " << threads << " threads: " << r.message;
+        if (threads == 1)
+          std::printf("  f16 cache %-40s %-12s NMSE %.3g\n", c.name.c_str(), isa.c_str(),
+                      r.worst_nmse);
+      }
+    }
+  }
+}
+
+// The same rounding as parafuse::f32_to_f16 in every set: ties to even, subnormal halves,
+// overflow to Inf, Inf; a NaN stays a NaN.
+TEST(CpuF16KvCache, HalfConversionIsBitIdenticalOnEveryKernelSet) {
+  std::mt19937_64 rng(99);
+  std::vector<float> x = op_test::random_normal(rng, 1000, 10.0f);
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            1.0f + 1.0f / 2048,
+                            1.0f + 3.0f / 2048,  // ties
+                            6e-8f,
+                            3e-8f,
+                            5.9604645e-8f,
+                            -1e-5f,
+                            6.1e-5f,  // subnormals
+                            65504.0f,
+                            65519.0f,
+                            65520.0f,
+                            1e6f,
+                            -1e6f,  // overflow
+                            op_test::inf_f32(),
+                            -op_test::inf_f32(),
+                            1e-30f,
+                            2049.0f};
+  x.insert(x.end(), std::begin(specials), std::end(specials));
+  x.push_back(op_test::nan_f32());
+  for (const std::string& isa : kernel_sets_here()) {
+    std::vector<uint16_t> got(x.size());
+    cpu_kernels::kernels_named(isa.c_str())->to_f16(x.data(), int64_t(x.size()), got.data());
+    for (size_t i = 0; i + 1 < x.size(); ++i)
+      EXPECT_EQ(got[i], f32_to_f16(x[i])) << isa << " x " << x[i];
+    EXPECT_TRUE(std::isnan(f16_to_f32(got.back()))) << isa;
+  }
+}
+
+TEST(CpuF16KvCache, CachesAreF32OrF16AndOneDtype) {
+  CpuBackend backend(1);
+  EXPECT_TRUE(backend.supports_kv_cache(DType::F32));
+  EXPECT_TRUE(backend.supports_kv_cache(DType::F16));
+  EXPECT_FALSE(backend.supports_kv_cache(DType::BF16));
+  EXPECT_FALSE(backend.supports_kv_cache(DType::Q8_0));
+  Buffer b1, b2, b3, b4, b5;
+  const AttentionShape shape{2, 1, 8, 0.25f};
+  Tensor k = backend.alloc_tensor(b1, DType::F32, 1, 8);
+  Tensor q = backend.alloc_tensor(b2, DType::F32, 1, 16);
+  Tensor k16 = backend.alloc_tensor(b3, DType::F16, 16, 8);
+  Tensor v32 = backend.alloc_tensor(b4, DType::F32, 16, 8);
+  Tensor bf = backend.alloc_tensor(b5, DType::BF16, 16, 8);
+  const int32_t table[] = {0};
+  AttentionBatch batch;
+  batch.seqs = {AttentionSeq{0, 1, 0, table}};
+  op_test::expect_error([&] { backend.kv_store(k, k, k16, v32, batch); },
+                        {"kv_store", "k_cache is F16 but v_cache is F32"});
+  op_test::expect_error([&] { backend.attention(q, bf, bf, batch, shape, q); },
+                        {"attention", "BF16", "F32 or F16"});
+  // download_f32 reads an F16 cache back even where native weights are off
+  CpuBackend reference(CpuBackendOptions{1, false, "best"});
+  const std::vector<float> halves = {1.5f, -2.0f, 0.099975586f};
+  Buffer b6;
+  Tensor t = reference.alloc_tensor(b6, DType::F16, 1, 3);
+  reference.upload_f32(halves.data(), t);
+  std::vector<float> back(3);
+  reference.download_f32(t, back.data());
+  EXPECT_EQ(back, halves);
+}
+
 TEST(CpuThreadPool, SplitsEveryItemOnceAndRethrows) {
   ThreadPool pool(3);
   for (int64_t n : {int64_t(0), int64_t(1), int64_t(2), int64_t(7), int64_t(1000)}) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "kernels/core/error.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model_files.h"
@@ -41,16 +42,37 @@ TEST_F(SmolLM2NativeWeights, StayInTheFileFormats) {
   const size_t file_bytes = std::filesystem::file_size(kSmolLM2);
   EXPECT_LT(e.weight_bytes_per_token(), file_bytes);
   EXPECT_GT(e.weight_bytes_per_token(), file_bytes * 9 / 10);
+  // A quantized file gets an F16 KV cache (kv_cache_dtype auto), unless asked otherwise.
+  EXPECT_EQ(e.kv_cache().dtype(), DType::F16);
+  EngineOptions f32_cache;
+  f32_cache.kv_cache_dtype = DType::F32;
+  EXPECT_EQ(Engine(m.config, *m.weights, backend, f32_cache).kv_cache().dtype(), DType::F32);
+  EngineOptions bf16_cache;
+  bf16_cache.kv_cache_dtype = DType::BF16;
+  try {
+    Engine bad(m.config, *m.weights, backend, bf16_cache);
+    ADD_FAILURE() << "a BF16 KV cache on the cpu backend loaded";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what())
+                  .find("the cpu backend does not keep a KV cache in BF16 (it "
+                        "keeps F32 or F16)"),
+              std::string::npos)
+        << err.what();
+  }
 
   CpuBackend reference(CpuBackendOptions{1, false, "best"});
   Engine f32(m.config, *m.weights, reference, EngineOptions{});
   EXPECT_EQ(f32.stage().blocks()[0].qkv.dtype, DType::F32);
+  EXPECT_EQ(f32.kv_cache().dtype(), DType::F32);  // the reference path stays F32 throughout
+  EXPECT_EQ(f32.kv_cache().bytes(), 2 * e.kv_cache().bytes());
   EXPECT_GT(f32.weight_bytes_per_token(), 5 * e.weight_bytes_per_token());
 }
 
 // Prefill (m > 8 rows: weight tiles dequantized exactly, sgemm) and decode steps (GEMV over
 // int16 activations) of the same tokens: logits within the int16 rounding of activations,
-// measured NMSE 4.4e-8 over a 16-token text (int8 activations gave ~2e-3). The bound, 1e-6,
+// measured NMSE 4.4e-8 over a 16-token text with an F32 KV cache, 2.3e-7 with the F16 cache the
+// engine picks here (a key that the two paths compute a rounding apart can round to
+// neighbouring halves); int8 activations gave ~2e-3. The bound, 1e-6,
 // leaves room for other kernel sets' summation orders and still fails for int8 activations or a
 // wrong kernel (~1).
 TEST_F(SmolLM2NativeWeights, PrefillAndDecodeStepsAgreeWithinActivationRounding) {
@@ -159,11 +181,11 @@ TEST_F(SmolLM2NativeWeights, PeakRssOfAShortGenerateIsFileKvCacheAnd100MB) {
   const double base = 0;
 #endif
   ModelFiles m = open_model(kSmolLM2);
-  int64_t kv_width = 0;  // floats per token over all layers, keys and values
+  int64_t kv_width = 0;  // elements per token over all layers, keys and values
   for (const BlockConfig& b : m.config.blocks)
     if (b.attention == AttentionKind::Full)
       kv_width += 2 * int64_t(b.n_kv_heads) * m.config.head_dim;
-  const double kv_bytes = double(kv_tokens * kv_width) * sizeof(float);
+  const double kv_bytes = double(kv_tokens * kv_width) * 2;  // F16 (kv_cache_dtype auto)
   const double file_bytes = double(std::filesystem::file_size(kSmolLM2));
   const double budget = file_bytes + kv_bytes + 100e6;
   std::printf("  peak RSS %.1f MB (%.1f above the base); budget %.1f MB = file %.1f + KV cache "

@@ -16,6 +16,7 @@
 #include "kernels/core/error.h"
 #include "launcher/run_config.h"
 #include "parallel/transport.h"
+#include "runtime/engine/kv_cache.h"
 #include "runtime/model/model_config.h"
 #include "tests/unit/temp_yaml.h"
 
@@ -174,7 +175,8 @@ TEST(RunConfig, UnknownKeyNamesKeySectionAndLine) {
                         "keys: tp, pp, transport, pp_split)"));
   EXPECT_THAT(parse_error("model: m\nmodle_path: x\n"),
               HasSubstr("x.yaml:2: unknown key 'modle_path' at the top level (known keys: "
-                        "model, parallel, backend, dtype, weight_dtype, threads, fusion_plan, "
+                        "model, parallel, backend, dtype, weight_dtype, kv_cache_dtype, threads, "
+                        "fusion_plan, "
                         "batch, sampling, serve, timeouts)"));
   EXPECT_THAT(parse_error("sampling:\n  temprature: 0.5\n"),
               HasSubstr("x.yaml:2: unknown key 'temprature' in 'sampling' (did you mean "
@@ -346,6 +348,24 @@ TEST(RunConfig, DtypeFp8MeansFp8WeightsAndContradictsF32Weights) {
   EXPECT_TRUE(wants_fp8_weights(c));
   EXPECT_EQ(backend_dtype(c), "bf16");
   EXPECT_FALSE(wants_fp8_weights(parse_run_config("model: m\n", "x.yaml")));
+}
+
+// kv_cache_dtype: auto (decided at load from the backend and the file), or a dtype; whether the
+// backend keeps that dtype is the engine's check (test_native_weights.cpp).
+TEST(RunConfig, KvCacheDtypeIsAutoOrADtype) {
+  EXPECT_EQ(parse_run_config("model: m\n", "x.yaml").kv_cache_dtype, "auto");
+  EXPECT_EQ(parse_run_config("model: m\nkv_cache_dtype: f16\n", "x.yaml").kv_cache_dtype, "f16");
+  EXPECT_THAT(
+      parse_error("model: m\nkv_cache_dtype: fp8\n"),
+      HasSubstr("x.yaml:2: 'kv_cache_dtype' must be one of auto, f32, f16, bf16, got 'fp8'"));
+  EXPECT_EQ(parse_kv_cache_dtype("auto"), std::nullopt);
+  EXPECT_EQ(parse_kv_cache_dtype("f32"), DType::F32);
+  EXPECT_EQ(parse_kv_cache_dtype("f16"), DType::F16);
+  EXPECT_EQ(parse_kv_cache_dtype("bf16"), DType::BF16);
+  EXPECT_THROW(parse_kv_cache_dtype("int4"), Error);
+  RunConfig c;
+  c.kv_cache_dtype = "half";
+  EXPECT_THROW(check_run_config(c), Error);
 }
 
 }  // namespace
