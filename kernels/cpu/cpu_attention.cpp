@@ -48,6 +48,12 @@ inline void scale_in_place(float* y, float scale, int64_t n) {
   for (; i < n; ++i) y[i] *= scale;
 }
 
+// Every cache line of `bytes` bytes at `p` on its way into the cache.
+inline void prefetch_row(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off);
+}
+
 // Cache rows (slots) of positions [0, n_positions) of one sequence, validated against the cache.
 std::vector<int64_t> sequence_slots(Op op, size_t seq_index, const AttentionSeq& seq,
                                     int64_t block_size, int64_t n_slots, int64_t n_positions) {
@@ -220,6 +226,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
     const T* k_base = cache_rows<T>(k_cache);
     const T* v_base = cache_rows<T>(v_cache);
     constexpr bool kHalf = std::is_same_v<T, uint16_t>;
+    const size_t row_bytes = size_t(k_cache.cols) * sizeof(T);  // kv heads x head_dim
 
     // Every head of one row over keys [key_begin, key_end), the per-vector SIMD loops.
     auto attend_row = [&](const Item& it, size_t item_index) {
@@ -246,6 +253,14 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
           const int64_t slot = slots[size_t(t0 + j)];
           k_base_rows[size_t(j)] = k_base + slot * k_cache.row_stride;
           v_base_rows[size_t(j)] = v_base + slot * v_cache.row_stride;
+        }
+        // The next tile's rows, every cache line: the kernels below read a few rows at a time,
+        // too few misses in flight for one core to reach the memory's bandwidth.
+        const int64_t next_end = std::min(key_end, t0 + 2 * kTileKeys);
+        for (int64_t p = t0 + kTileKeys; p < next_end; ++p) {
+          const int64_t slot = slots[size_t(p)];
+          prefetch_row(k_base + slot * k_cache.row_stride, row_bytes);
+          prefetch_row(v_base + slot * v_cache.row_stride, row_bytes);
         }
         for (int kv_head = 0; kv_head < n_kv_heads; ++kv_head) {
           const int64_t kv_col = int64_t(kv_head) * hd;
