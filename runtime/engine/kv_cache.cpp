@@ -9,12 +9,13 @@ namespace parafuse {
 DType auto_kv_cache_dtype(const Backend& backend, const WeightSource& weights) {
   const DType activations = backend.activation_dtype();
   if (activations != DType::F32 || !backend.supports_kv_cache(DType::F16)) return activations;
+  bool narrower = false;
   for (const auto& [name, info] : weights.tensors()) {
-    if (info.shape.size() == 2 && info.dtype != DType::F32 && info.dtype != DType::I32 &&
-        info.dtype != DType::F8_E4M3 && backend.supports_weight(info.dtype))
-      return DType::F16;
+    if (info.dtype == DType::F8_E4M3) return activations;  // any FP8 weight: the reference path
+    narrower = narrower || (info.shape.size() == 2 && info.dtype != DType::F32 &&
+                            info.dtype != DType::I32 && backend.supports_weight(info.dtype));
   }
-  return activations;
+  return narrower ? DType::F16 : activations;
 }
 
 std::vector<std::string> kv_cache_dtype_choices() {

@@ -21,8 +21,8 @@ namespace parafuse {
 // activations and the model file stores weights the backend keeps as they are in a narrower
 // format (Q8_0, Q4_0, Q4_1, F16, BF16: llama.cpp's default for such files; half the bytes
 // decode attention reads); otherwise the backend's activation dtype (F32 weights, the
-// reference path; FP8 weights, whose CPU path is the exact reference of the GPU's; the CUDA
-// backend).
+// reference path; a file with any FP8 weight (its bf16 embeddings included), whose CPU path is
+// the exact reference of the GPU's; the CUDA backend).
 DType auto_kv_cache_dtype(const Backend& backend, const WeightSource& weights);
 // What `kv_cache_dtype:` and --kv-cache-dtype accept: auto, f32, f16, bf16.
 std::vector<std::string> kv_cache_dtype_choices();

@@ -219,6 +219,8 @@ std::vector<float> logits_of(const ModelConfig& config, const WeightSource& weig
   EngineOptions eo;
   eo.kv_cache_tokens = 64;
   Engine e(config, weights, *backend, eo);
+  // FP8 weights keep the cache in F32 (kv_cache_dtype auto): the logits are the exact reference
+  EXPECT_EQ(e.kv_cache().dtype(), DType::F32);
   e.add_sequence(0);
   SeqTokens s{0, tokens, true};
   return e.to_host(e.forward(std::span<const SeqTokens>(&s, 1)));
