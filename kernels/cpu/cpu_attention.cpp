@@ -227,6 +227,19 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
     const T* v_base = cache_rows<T>(v_cache);
     constexpr bool kHalf = std::is_same_v<T, uint16_t>;
     const size_t row_bytes = size_t(k_cache.cols) * sizeof(T);  // kv heads x head_dim
+    // the decode kernels for rows of T
+    const auto attention_scores = [&] {
+      if constexpr (kHalf)
+        return kernels.attention_scores_f16;
+      else
+        return kernels.attention_scores;
+    }();
+    const auto attention_accumulate = [&] {
+      if constexpr (kHalf)
+        return kernels.attention_accumulate_f16;
+      else
+        return kernels.attention_accumulate;
+    }();
 
     // Every head of one row over keys [key_begin, key_end), the per-vector SIMD loops.
     auto attend_row = [&](const Item& it, size_t item_index) {
@@ -271,11 +284,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
           for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
             float* acc_h = acc.data() + size_t(h) * size_t(hd);
             const float* qh = q_scaled.data() + size_t(h) * size_t(hd);
-            if constexpr (kHalf) {
-              kernels.attention_scores_f16(qh, k_rows.data(), tile, hd, scores.data());
-            } else {
-              kernels.attention_scores(qh, k_rows.data(), tile, hd, scores.data());
-            }
+            attention_scores(qh, k_rows.data(), tile, hd, scores.data());
             float tile_max = neg_inf;
             for (int j = 0; j < tile; ++j) tile_max = std::max(tile_max, scores[size_t(j)]);
             const float new_max = std::max(running_max[size_t(h)], tile_max);
@@ -283,11 +292,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
             running_sum[size_t(h)] *= correction;
             scale_in_place(acc_h, correction, hd);
             running_sum[size_t(h)] += kernels.exp_shift_sum(scores.data(), tile, new_max);
-            if constexpr (kHalf) {
-              kernels.attention_accumulate_f16(acc_h, scores.data(), v_rows.data(), tile, hd);
-            } else {
-              kernels.attention_accumulate(acc_h, scores.data(), v_rows.data(), tile, hd);
-            }
+            attention_accumulate(acc_h, scores.data(), v_rows.data(), tile, hd);
             running_max[size_t(h)] = new_max;
           }
         }

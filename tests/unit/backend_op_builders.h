@@ -150,13 +150,6 @@ inline int64_t batch_rows(const std::vector<SeqSpec>& seqs) {
   return rows;
 }
 
-// A cache tensor of `dtype` (F32, or F16 holding exact halves) in guarded memory.
-inline Tensor cache_tensor(GuardedTensors& g, DType dtype, const std::vector<float>& values,
-                           int64_t rows, int64_t cols, bool output) {
-  return dtype == DType::F16 ? g.f16(values, rows, cols, -1, output)
-                             : g.f32(values, rows, cols, -1, output);
-}
-
 // cache_dtype F16: the caches start as halves and the new rows are rounded to halves.
 inline OpCase kv_store_case(std::string name, std::vector<SeqSpec> seqs, int64_t width,
                             uint64_t seed, int64_t kv_stride = -1, int64_t block_size = 16,
@@ -172,8 +165,8 @@ inline OpCase kv_store_case(std::string name, std::vector<SeqSpec> seqs, int64_t
   c.run = [=](Backend& be) {
     GuardedTensors g(be);
     Tensor tk = g.f32(k, m, width, kv_stride), tv = g.f32(v, m, width, kv_stride);
-    Tensor tkc = cache_tensor(g, cache_dtype, k_cache, n_slots, width, true);
-    Tensor tvc = cache_tensor(g, cache_dtype, v_cache, n_slots, width, true);
+    Tensor tkc = g.floats(cache_dtype, k_cache, n_slots, width, -1, true);
+    Tensor tvc = g.floats(cache_dtype, v_cache, n_slots, width, -1, true);
     be.kv_store(tk, tv, tkc, tvc, make_batch(seqs, block_size));
     return CaseOutput{{g.read(tkc), g.read(tvc)}, g.memory_errors()};
   };
@@ -217,8 +210,8 @@ inline OpCase attention_case(std::string name, std::vector<SeqSpec> seqs, Attent
   c.run = [=](Backend& be) {
     GuardedTensors g(be);
     Tensor tq = g.f32(q, m, q_cols, q_stride);
-    Tensor tkc = cache_tensor(g, cache_dtype, k_cache, n_slots, kv_cols, false);
-    Tensor tvc = cache_tensor(g, cache_dtype, v_cache, n_slots, kv_cols, false);
+    Tensor tkc = g.floats(cache_dtype, k_cache, n_slots, kv_cols);
+    Tensor tvc = g.floats(cache_dtype, v_cache, n_slots, kv_cols);
     Tensor tout = g.f32(out0, m, q_cols, out_stride, true);
     be.attention(tq, tkc, tvc, make_batch(seqs, block_size), shape, tout);
     return CaseOutput{{g.read(tout)}, g.memory_errors()};

@@ -56,11 +56,14 @@ class GuardedTensors {
  public:
   explicit GuardedTensors(Backend& backend) : backend_(backend) {}
 
-  // A (rows, cols) F32 view with `row_stride` (default cols) holding `values` (rows*cols,
-  // row-major). Outputs may be changed by the op inside the view; inputs may not change at all.
-  Tensor f32(const std::vector<float>& values, int64_t rows, int64_t cols, int64_t row_stride = -1,
-             bool output = false) {
-    Entry& e = add(DType::F32, rows, cols, row_stride, output);
+  // A (rows, cols) view of `dtype` — F32, or F16 (a KV cache tensor: `values` should then be
+  // exact halves, round_to_f16, so that the image the op must leave alone is what the tensor
+  // holds) — with `row_stride` (default cols) holding `values` (rows*cols, row-major). Outputs
+  // may be changed by the op inside the view; inputs may not change at all.
+  Tensor floats(DType dtype, const std::vector<float>& values, int64_t rows, int64_t cols,
+                int64_t row_stride = -1, bool output = false) {
+    PF_CHECK(dtype == DType::F32 || dtype == DType::F16, "test float tensors are F32 or F16");
+    Entry& e = add(dtype, rows, cols, row_stride, output);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
         e.image[size_t(kGuardElements + r * e.view.row_stride + c)] =
@@ -70,20 +73,9 @@ class GuardedTensors {
     backend_.upload_f32(e.image.data(), e.flat);
     return e.view;
   }
-
-  // The same as F16 (a KV cache tensor): `values` should be exact halves (round_to_f16), so
-  // that the image the op must leave alone is what the tensor holds.
-  Tensor f16(const std::vector<float>& values, int64_t rows, int64_t cols, int64_t row_stride = -1,
+  Tensor f32(const std::vector<float>& values, int64_t rows, int64_t cols, int64_t row_stride = -1,
              bool output = false) {
-    Entry& e = add(DType::F16, rows, cols, row_stride, output);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) {
-        e.image[size_t(kGuardElements + r * e.view.row_stride + c)] =
-            values.at(size_t(r * cols + c));
-      }
-    }
-    backend_.upload_f32(e.image.data(), e.flat);
-    return e.view;
+    return floats(DType::F32, values, rows, cols, row_stride, output);
   }
 
   Tensor i32(const std::vector<int32_t>& values, int64_t rows, int64_t cols,
