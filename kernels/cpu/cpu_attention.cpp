@@ -48,6 +48,20 @@ inline void scale_in_place(float* y, float scale, int64_t n) {
   for (; i < n; ++i) y[i] *= scale;
 }
 
+// std::max over x[0..n), n >= 1, in kLanes independent lanes so that it vectorizes (maxps).
+inline float max_of(const float* x, int64_t n) {
+  float lanes[kLanes];
+  for (int j = 0; j < kLanes; ++j) lanes[j] = x[0];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] = lanes[j] < x[i + j] ? x[i + j] : lanes[j];
+  }
+  float m = lanes[0];
+  for (int j = 1; j < kLanes; ++j) m = std::max(m, lanes[j]);
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
 // Every cache line of `bytes` bytes at `p` on its way into the cache.
 inline void prefetch_row(const void* p, size_t bytes) {
   const char* c = static_cast<const char*>(p);
@@ -285,8 +299,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
             float* acc_h = acc.data() + size_t(h) * size_t(hd);
             const float* qh = q_scaled.data() + size_t(h) * size_t(hd);
             attention_scores(qh, k_rows.data(), tile, hd, scores.data());
-            float tile_max = neg_inf;
-            for (int j = 0; j < tile; ++j) tile_max = std::max(tile_max, scores[size_t(j)]);
+            const float tile_max = max_of(scores.data(), tile);
             const float new_max = std::max(running_max[size_t(h)], tile_max);
             const float correction = std::exp(running_max[size_t(h)] - new_max);  // 0 at first
             running_sum[size_t(h)] *= correction;
