@@ -48,10 +48,11 @@ inline void scale_in_place(float* y, float scale, int64_t n) {
   for (; i < n; ++i) y[i] *= scale;
 }
 
-// std::max over x[0..n), n >= 1, in kLanes independent lanes so that it vectorizes (maxps).
+// std::max folded over x[0..n) from -inf (NaNs skipped, as the scalar fold skips them), in kLanes
+// independent lanes so that it vectorizes (maxps).
 inline float max_of(const float* x, int64_t n) {
   float lanes[kLanes];
-  for (int j = 0; j < kLanes; ++j) lanes[j] = x[0];
+  for (int j = 0; j < kLanes; ++j) lanes[j] = -std::numeric_limits<float>::infinity();
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) lanes[j] = lanes[j] < x[i + j] ? x[i + j] : lanes[j];
