@@ -63,6 +63,19 @@ inline float max_of(const float* x, int64_t n) {
   return m;
 }
 
+// One tile of the online softmax for one query vector: scores s[0..n) -> exp(s - new max) in
+// place; the running max and sum and the unnormalized output acc (hd floats) rescaled to the new
+// max (the caller then adds the tile's values, weighted by s, to acc).
+inline void softmax_step(const cpu_kernels::KernelSet& kernels, float* s, int64_t n,
+                         float& running_max, float& running_sum, float* acc, int64_t hd) {
+  const float new_max = std::max(running_max, max_of(s, n));
+  const float correction = std::exp(running_max - new_max);  // 0 at the first tile
+  running_sum *= correction;
+  scale_in_place(acc, correction, hd);
+  running_sum += kernels.exp_shift_sum(s, n, new_max);
+  running_max = new_max;
+}
+
 // Every cache line of `bytes` bytes at `p` on its way into the cache.
 inline void prefetch_row(const void* p, size_t bytes) {
   const char* c = static_cast<const char*>(p);
@@ -300,14 +313,9 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
             float* acc_h = acc.data() + size_t(h) * size_t(hd);
             const float* qh = q_scaled.data() + size_t(h) * size_t(hd);
             attention_scores(qh, k_rows.data(), tile, hd, scores.data());
-            const float tile_max = max_of(scores.data(), tile);
-            const float new_max = std::max(running_max[size_t(h)], tile_max);
-            const float correction = std::exp(running_max[size_t(h)] - new_max);  // 0 at first
-            running_sum[size_t(h)] *= correction;
-            scale_in_place(acc_h, correction, hd);
-            running_sum[size_t(h)] += kernels.exp_shift_sum(scores.data(), tile, new_max);
+            softmax_step(kernels, scores.data(), tile, running_max[size_t(h)],
+                         running_sum[size_t(h)], acc_h, hd);
             attention_accumulate(acc_h, scores.data(), v_rows.data(), tile, hd);
-            running_max[size_t(h)] = new_max;
           }
         }
       }
@@ -382,14 +390,8 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
               std::clamp<int64_t>(seq.n_past + it.i0 + v / group + 1 - t0, 0, tile);
           std::fill(sv + valid, sv + kTileKeys, 0.0f);
           if (valid == 0) continue;
-          float tile_max = neg_inf;
-          for (int64_t j = 0; j < valid; ++j) tile_max = std::max(tile_max, sv[j]);
-          const float new_max = std::max(running_max[size_t(v)], tile_max);
-          const float correction = std::exp(running_max[size_t(v)] - new_max);  // 0 at first
-          running_sum[size_t(v)] *= correction;
-          scale_in_place(acc.data() + size_t(v) * size_t(hdp), correction, hd);
-          running_sum[size_t(v)] += kernels.exp_shift_sum(sv, valid, new_max);
-          running_max[size_t(v)] = new_max;
+          softmax_step(kernels, sv, valid, running_max[size_t(v)], running_sum[size_t(v)],
+                       acc.data() + size_t(v) * size_t(hdp), hd);
         }
         kernels.attention_accumulate_tile(acc.data(), nq_pad, hdp, scores.data(), vt.data());
       }
