@@ -76,10 +76,19 @@ inline void softmax_step(const cpu_kernels::KernelSet& kernels, float* s, int64_
   running_max = new_max;
 }
 
-// Every cache line of `bytes` bytes at `p` on its way into the cache.
+// Every cache line of `bytes` bytes at `p` on its way into the cache. On x86 through an asm
+// statement: GCC 12 treats __builtin_prefetch as free of side effects, so a function that does
+// nothing but prefetch is marked const and its calls are deleted as dead code (it happened to a
+// lambda around this loop: no prefetch was left in the binary).
 inline void prefetch_row(const void* p, size_t bytes) {
   const char* c = static_cast<const char*>(p);
-  for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off);
+  for (size_t off = 0; off < bytes; off += 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    asm volatile("prefetcht0 %0" : : "m"(c[off]));
+#else
+    __builtin_prefetch(c + off);
+#endif
+  }
 }
 
 // Cache rows (slots) of positions [0, n_positions) of one sequence, validated against the cache.
@@ -214,9 +223,10 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
       }
     }
   }
-  // (one thread: nothing to split; more: two items per thread, so that chunks of uneven cost
-  // even out)
-  const int64_t threads = pool_->threads(), want_items = threads > 1 ? 2 * threads : 1;
+  // (one thread: nothing to split; more: one item per thread — the pool hands each thread one
+  // contiguous range of items anyway, and a chunk's first tile is fetched in one burst, where
+  // every later tile is prefetched while the one before it is computed)
+  const int64_t threads = pool_->threads(), want_items = threads;
   int64_t n_chunks = 1;
   if (int64_t(items.size()) < want_items && row_items > 0) {
     // The fewest chunks that give want_items, then more until every thread gets as many items.
@@ -286,6 +296,19 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
       const int64_t chunk_keys = (n_keys + n_chunks - 1) / n_chunks;
       const int64_t key_begin = std::min(n_keys, it.chunk * chunk_keys);
       const int64_t key_end = std::min(n_keys, key_begin + chunk_keys);
+      // The kernels read a few rows at a time, too few misses in flight for one core to reach the
+      // memory's bandwidth: every cache line of the next tile's rows is prefetched while this tile
+      // is computed, a few rows before each kernel call. (A whole tile's prefetches issued at once
+      // fill the core's miss buffers and stall it until they drain: 30 layers of decode attention
+      // over 576 keys, cache in DRAM, took 2.7 ms at one thread that way and 1.9 ms spread out.)
+      auto prefetch_rows = [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t slot = slots[size_t(p)];
+          prefetch_row(k_base + slot * k_cache.row_stride, row_bytes);
+          prefetch_row(v_base + slot * v_cache.row_stride, row_bytes);
+        }
+      };
+      prefetch_rows(key_begin, std::min(key_end, key_begin + kTileKeys));
       for (int h = 0; h < n_heads; ++h)
         load_query(row, h, q_scaled.data() + size_t(h) * size_t(hd));
       for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileKeys) {
@@ -295,14 +318,15 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
           k_base_rows[size_t(j)] = k_base + slot * k_cache.row_stride;
           v_base_rows[size_t(j)] = v_base + slot * v_cache.row_stride;
         }
-        // The next tile's rows, every cache line: the kernels below read a few rows at a time,
-        // too few misses in flight for one core to reach the memory's bandwidth.
-        const int64_t next_end = std::min(key_end, t0 + 2 * kTileKeys);
-        for (int64_t p = t0 + kTileKeys; p < next_end; ++p) {
-          const int64_t slot = slots[size_t(p)];
-          prefetch_row(k_base + slot * k_cache.row_stride, row_bytes);
-          prefetch_row(v_base + slot * v_cache.row_stride, row_bytes);
-        }
+        const int64_t next_begin = std::min(key_end, t0 + kTileKeys);
+        const int64_t next_rows = std::min(key_end, t0 + 2 * kTileKeys) - next_begin;
+        const int64_t steps = 2 * int64_t(n_heads);  // two kernel calls per head
+        int64_t step = 0, prefetched = 0;
+        auto prefetch_step = [&] {
+          const int64_t upto = next_rows * ++step / steps;
+          prefetch_rows(next_begin + prefetched, next_begin + upto);
+          prefetched = upto;
+        };
         for (int kv_head = 0; kv_head < n_kv_heads; ++kv_head) {
           const int64_t kv_col = int64_t(kv_head) * hd;
           for (int j = 0; j < tile; ++j) {
@@ -312,9 +336,11 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
           for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
             float* acc_h = acc.data() + size_t(h) * size_t(hd);
             const float* qh = q_scaled.data() + size_t(h) * size_t(hd);
+            prefetch_step();
             attention_scores(qh, k_rows.data(), tile, hd, scores.data());
             softmax_step(kernels, scores.data(), tile, running_max[size_t(h)],
                          running_sum[size_t(h)], acc_h, hd);
+            prefetch_step();
             attention_accumulate(acc_h, scores.data(), v_rows.data(), tile, hd);
           }
         }
