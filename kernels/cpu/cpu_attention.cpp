@@ -91,24 +91,27 @@ inline void prefetch_row(const void* p, size_t bytes) {
   }
 }
 
-// Cache rows (slots) of positions [0, n_positions) of one sequence, validated against the cache.
-std::vector<int64_t> sequence_slots(Op op, size_t seq_index, const AttentionSeq& seq,
-                                    int64_t block_size, int64_t n_slots, int64_t n_positions) {
-  std::vector<int64_t> slots(static_cast<size_t>(n_positions));
-  if (n_positions == 0) return slots;
+// Cache rows (slots) of positions [begin, end) of one sequence into slots[0, end - begin),
+// validated against the cache: each block table entry is checked once (not each position: decode
+// calls this for every layer, and it used to be 1.5% of a decode step).
+void sequence_slots(Op op, size_t seq_index, const AttentionSeq& seq, int64_t block_size,
+                    int64_t n_slots, int64_t begin, int64_t end, std::vector<int64_t>& slots) {
+  slots.resize(static_cast<size_t>(end - begin));
+  if (begin == end) return;
   PF_CHECK(seq.block_table != nullptr, "{}: sequence {} has {} positions but no block table",
-           op_name(op), seq_index, n_positions);
-  for (int64_t pos = 0; pos < n_positions; ++pos) {
-    const int32_t block = seq.block_table[pos / block_size];
+           op_name(op), seq_index, end);
+  for (int64_t b = begin / block_size; b * block_size < end; ++b) {
+    const int32_t block = seq.block_table[b];
     PF_CHECK(block >= 0, "{}: sequence {} block table entry {} is negative ({})", op_name(op),
-             seq_index, pos / block_size, block);
-    const int64_t slot = int64_t(block) * block_size + pos % block_size;
-    PF_CHECK(slot < n_slots,
+             seq_index, b, block);
+    const int64_t first = std::max(begin, b * block_size);
+    const int64_t last = std::min(end, (b + 1) * block_size);           // positions [first, last)
+    const int64_t base = int64_t(block) * block_size - b * block_size;  // slot = base + pos
+    PF_CHECK(base + last - 1 < n_slots,
              "{}: sequence {} position {} maps to slot {} but the cache has {} slots", op_name(op),
-             seq_index, pos, slot, n_slots);
-    slots[size_t(pos)] = slot;
+             seq_index, last - 1, base + last - 1, n_slots);
+    for (int64_t pos = first; pos < last; ++pos) slots[size_t(pos - begin)] = base + pos;
   }
-  return slots;
 }
 
 // The KV cache tensors' checks: views, a dtype supports_kv_cache() takes, one dtype for both.
@@ -146,10 +149,12 @@ void CpuBackend::kv_store(const Tensor& k, const Tensor& v, const Tensor& k_cach
   auto* v_half = static_cast<uint16_t*>(v_cache.data);
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const AttentionSeq& seq = batch.seqs[s];
-    const std::vector<int64_t> slots =
-        sequence_slots(Op::KvStore, s, seq, batch.block_size, k_cache.rows, seq.n_past + seq.n_new);
+    if (slot_scratch_.empty()) slot_scratch_.resize(1);
+    std::vector<int64_t>& slots = slot_scratch_.front();
+    sequence_slots(Op::KvStore, s, seq, batch.block_size, k_cache.rows, seq.n_past,
+                   seq.n_past + seq.n_new, slots);
     for (int64_t i = 0; i < seq.n_new; ++i) {
-      const int64_t slot = slots[size_t(seq.n_past + i)];
+      const int64_t slot = slots[size_t(i)];
       const int64_t row = seq.q_begin + i;
       if (f16) {
         kernels_->to_f16(k.f32() + row * k.row_stride, k.cols, k_half + slot * k_cache.row_stride);
@@ -175,12 +180,13 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor&
   const int group = n_heads / n_kv_heads;  // query heads per kv head
   const float neg_inf = -std::numeric_limits<float>::infinity();
   // Every sequence's slots.
-  std::vector<std::vector<int64_t>> seq_slots(batch.seqs.size());
+  if (slot_scratch_.size() < batch.seqs.size()) slot_scratch_.resize(batch.seqs.size());
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const AttentionSeq& seq = batch.seqs[s];
-    seq_slots[s] = sequence_slots(Op::Attention, s, seq, batch.block_size, k_cache.rows,
-                                  seq.n_past + seq.n_new);
+    sequence_slots(Op::Attention, s, seq, batch.block_size, k_cache.rows, 0, seq.n_past + seq.n_new,
+                   slot_scratch_[s]);
   }
+  const std::vector<std::vector<int64_t>>& seq_slots = slot_scratch_;
   // Work items; each tile of keys and values is read from memory once for all the query heads
   // that use it:
   //  - one kv head's GQA group over a block of up to kBlockRows new rows of a sequence with at

@@ -95,6 +95,12 @@ class CpuBackend final : public Backend {
   const cpu_kernels::KernelSet* kernels_ = nullptr;
   std::vector<ActivationBlock> activation_scratch_;  // gemm's quantized activation rows
   std::vector<float> attention_partials_;            // decode attention's per-chunk results
+  std::vector<std::vector<int64_t>> slot_scratch_;   // kv_store's / attention's cache slots
+  std::vector<float> sample_scratch_;                // sample's row maxima
+  struct RopeTable {  // rope's cos/sin rows for the last call's positions and frequencies
+    std::vector<float> freq, cos, sin;
+    std::vector<int32_t> pos;
+  } rope_table_;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int threads = 1);

@@ -23,7 +23,9 @@ using namespace cpu_detail;
 
 namespace {
 
-constexpr int64_t kGrainElements = 16384;  // fewest elements worth handing to a thread
+constexpr int64_t kGrainElements = 16384;   // fewest elements worth handing to a thread
+constexpr int kSumLanes = 8;                // independent partial sums of rmsnorm's sum of squares
+constexpr int64_t kRopeTableGrainRows = 8;  // fewest rows of rope's cos/sin table per thread
 
 int64_t row_grain(int64_t cols) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(cols, 1));
@@ -59,8 +61,16 @@ void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, const
     for (int64_t r = row_begin; r < row_end; ++r) {
       const float* xr = x.f32() + r * x.row_stride;
       float* yr = y.f32() + r * y.row_stride;  // may alias xr: the sum is taken first
+      // (kSumLanes partial sums: one chain of dependent double adds waits on each add's latency,
+      // and at batch 1 every other thread waits for this row)
+      double part[kSumLanes] = {};
+      int64_t c = 0;
+      for (; c + kSumLanes <= d; c += kSumLanes) {
+        for (int j = 0; j < kSumLanes; ++j) part[j] += double(xr[c + j]) * double(xr[c + j]);
+      }
       double sum_sq = 0.0;
-      for (int64_t c = 0; c < d; ++c) sum_sq += double(xr[c]) * double(xr[c]);
+      for (int j = 0; j < kSumLanes; ++j) sum_sq += part[j];
+      for (; c < d; ++c) sum_sq += double(xr[c]) * double(xr[c]);
       const float inv_rms = float(1.0 / std::sqrt(sum_sq / double(d) + double(eps)));
       if (w) {
         for (int64_t c = 0; c < d; ++c) yr[c] = (xr[c] * inv_rms) * w[c];
@@ -82,18 +92,39 @@ void CpuBackend::rope(const Tensor& x, const Tensor& positions, const Tensor& in
     const int32_t pos = positions.i32()[r * positions.row_stride];
     PF_CHECK(pos >= 0, "rope: row {} has negative position {}", r, pos);
   }
+  // cos/sin of every row's angles. Every layer of a step rotates the same positions by the same
+  // frequencies, so the last call's table is kept and reused while both match (decode at batch 1
+  // waited for 32 sin/cos pairs in each of 30 layers).
   const float* freq = inv_freq.f32();
-  pool_->parallel_for(x.rows, row_grain(x.cols), [&](int64_t row_begin, int64_t row_end) {
-    std::vector<float> cos_row(static_cast<size_t>(half)), sin_row(static_cast<size_t>(half));
-    for (int64_t r = row_begin; r < row_end; ++r) {
-      const int32_t pos = positions.i32()[r * positions.row_stride];
-      for (int i = 0; i < half; ++i) {
-        const float angle = float(pos) * freq[i];  // float32, as HF computes it
-        cos_row[size_t(i)] = float(std::cos(double(angle)));
-        sin_row[size_t(i)] = float(std::sin(double(angle)));
+  RopeTable& table = rope_table_;
+  bool same = table.freq.size() == size_t(half) &&
+              std::equal(freq, freq + half, table.freq.begin()) &&
+              table.pos.size() == size_t(x.rows);
+  for (int64_t r = 0; same && r < x.rows; ++r)
+    same = table.pos[size_t(r)] == positions.i32()[r * positions.row_stride];
+  if (!same) {
+    table.freq.assign(freq, freq + half);
+    table.pos.resize(size_t(x.rows));
+    for (int64_t r = 0; r < x.rows; ++r)
+      table.pos[size_t(r)] = positions.i32()[r * positions.row_stride];
+    table.cos.resize(size_t(x.rows) * size_t(half));
+    table.sin.resize(size_t(x.rows) * size_t(half));
+    // (a row's sin/cos pairs cost far more than its elements: a few rows per thread suffice)
+    pool_->parallel_for(x.rows, kRopeTableGrainRows, [&](int64_t row_begin, int64_t row_end) {
+      for (int64_t r = row_begin; r < row_end; ++r) {
+        const int32_t pos = table.pos[size_t(r)];
+        for (int i = 0; i < half; ++i) {
+          const float angle = float(pos) * freq[i];  // float32, as HF computes it
+          table.cos[size_t(r * half + i)] = float(std::cos(double(angle)));
+          table.sin[size_t(r * half + i)] = float(std::sin(double(angle)));
+        }
       }
-      const float* cs = cos_row.data();
-      const float* sn = sin_row.data();
+    });
+  }
+  pool_->parallel_for(x.rows, row_grain(x.cols), [&](int64_t row_begin, int64_t row_end) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const float* cs = table.cos.data() + r * half;
+      const float* sn = table.sin.data() + r * half;
       for (int h = 0; h < n_heads; ++h) {
         float* lo = x.f32() + r * x.row_stride + int64_t(h) * head_dim;  // x[i]
         float* hi = lo + half;                                           // x[i + head_dim/2]
