@@ -10,7 +10,9 @@
 // OpenBLAS sgemm. Every op runs on one thread pool of `threads` threads (thread_pool.h): GEMV
 // over output rows, attention over (row, head) pairs, the row-wise ops over rows or columns,
 // sampling over rows; OpenBLAS itself is set to one thread, since the pool's threads call it.
-// Memory is host memory aligned to 64 bytes. The sources are split by op family:
+// Memory is host memory aligned to 64 bytes; allocations of 64 KiB and more (weights, the KV
+// cache, prefill scratch) are carved from 2 MiB-aligned chunks that ask for transparent huge pages
+// (see CpuBackend::alloc). The sources are split by op family:
 //   cpu_memory_gemm.cpp   construction, memory, upload/download, copy
 //   cpu_gemm.cpp          gemm: GEMV path and tiled sgemm path
 //   cpu_kernels.{h,cpp}   the kernel sets (dot products, quantize, dequantize) and their choice;
@@ -33,6 +35,9 @@
 namespace parafuse {
 
 class ThreadPool;
+namespace cpu_detail {
+struct HugePageChunk;
+}
 namespace cpu_kernels {
 struct KernelSet;
 }
@@ -93,6 +98,7 @@ class CpuBackend final : public Backend {
   bool native_weights_ = true;
   std::unique_ptr<ThreadPool> pool_;
   const cpu_kernels::KernelSet* kernels_ = nullptr;
+  std::shared_ptr<cpu_detail::HugePageChunk> chunk_;  // where alloc carves large buffers now
   std::vector<ActivationBlock> activation_scratch_;  // gemm's quantized activation rows
   std::vector<float> attention_partials_;            // decode attention's per-chunk results
   std::vector<std::vector<int64_t>> slot_scratch_;   // kv_store's / attention's cache slots

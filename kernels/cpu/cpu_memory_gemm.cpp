@@ -4,6 +4,8 @@
 // the tensor's row_stride (weights in a block format: whole rows of blocks).
 #include <cblas.h>  // openblas_set_num_threads (OpenBLAS's cblas.h)
 
+#include <sys/mman.h>  // madvise
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +19,16 @@
 namespace parafuse {
 
 namespace cpu_detail {
+
+// A 2 MiB-aligned block of host memory that large allocations are carved from; freed when the
+// backend has moved on to another chunk and the last buffer carved from it is freed (each
+// buffer's free function holds a reference).
+struct HugePageChunk {
+  char* base = nullptr;
+  size_t size = 0;
+  size_t used = 0;
+  ~HugePageChunk() { std::free(base); }
+};
 
 void require_dtype(Op op, const Tensor& t, const char* what, DType dtype) {
   PF_CHECK(t.dtype == dtype, "{}: {} has dtype {}, but the cpu backend needs {} here", op_name(op),
@@ -85,12 +97,42 @@ bool CpuBackend::supports_weight(DType dtype) const {
   }
 }
 
+// Large buffers in 2 MiB pages. Decode streams every weight and the whole KV cache once per token;
+// in 4 KiB pages every page costs a TLB miss and stops the hardware prefetchers at its boundary.
+// A plain read stream on the project's 2-core machine: 15 GB/s on one core with 4 KiB pages and
+// 20 GB/s with 2 MiB pages (24.5 and 33.5 on two). The weights of a layer come in tensors of a
+// few hundred KiB, so allocations of kChunkMinBytes and more are carved one after another from
+// chunks of kChunkBytes (or one allocation rounded up to 2 MiB) that madvise asks to back with
+// transparent huge pages; where the kernel has them off, the hint does nothing. The engine
+// allocates its large buffers once (weights, KV cache) or only ever grows them (scratch), so a
+// chunk's space is not reused; a chunk is freed with the last of its buffers.
+constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kChunkBytes = size_t(32) << 20;
+constexpr size_t kChunkMinBytes = size_t(64) << 10;
+
 Buffer CpuBackend::alloc(size_t bytes) {
   constexpr size_t kAlign = 64;
   // aligned_alloc wants a multiple of the alignment; a zero-byte request still gets real
   // memory so that the tensor over it is not empty().
   size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
   if (rounded == 0) rounded = kAlign;
+  if (rounded >= kChunkMinBytes) {
+    if (!chunk_ || chunk_->size - chunk_->used < rounded) {
+      const size_t size = std::max(kChunkBytes, (rounded + kHugePage - 1) / kHugePage * kHugePage);
+      auto chunk = std::make_shared<HugePageChunk>();
+      chunk->base = static_cast<char*>(std::aligned_alloc(kHugePage, size));
+      PF_CHECK(chunk->base != nullptr, "cpu backend: out of host memory allocating {} bytes",
+               size);
+      chunk->size = size;
+#ifdef MADV_HUGEPAGE
+      (void)::madvise(chunk->base, size, MADV_HUGEPAGE);  // a hint: failure leaves 4 KiB pages
+#endif
+      chunk_ = std::move(chunk);
+    }
+    char* p = chunk_->base + chunk_->used;
+    chunk_->used += rounded;
+    return Buffer(p, bytes, [chunk = chunk_](void*) {});
+  }
   void* p = std::aligned_alloc(kAlign, rounded);
   PF_CHECK(p != nullptr, "cpu backend: out of host memory allocating {} bytes", bytes);
   return Buffer(p, bytes, [](void* q) { std::free(q); });
