@@ -99,10 +99,10 @@ class CpuBackend final : public Backend {
   std::unique_ptr<ThreadPool> pool_;
   const cpu_kernels::KernelSet* kernels_ = nullptr;
   std::shared_ptr<cpu_detail::HugePageChunk> chunk_;  // where alloc carves large buffers now
-  std::vector<ActivationBlock> activation_scratch_;  // gemm's quantized activation rows
-  std::vector<float> attention_partials_;            // decode attention's per-chunk results
-  std::vector<std::vector<int64_t>> slot_scratch_;   // kv_store's / attention's cache slots
-  std::vector<float> sample_scratch_;                // sample's row maxima
+  std::vector<ActivationBlock> activation_scratch_;   // gemm's quantized activation rows
+  std::vector<float> attention_partials_;             // decode attention's per-chunk results
+  std::vector<std::vector<int64_t>> slot_scratch_;    // kv_store's / attention's cache slots
+  std::vector<float> sample_scratch_;                 // sample's row maxima
   struct RopeTable {  // rope's cos/sin rows for the last call's positions and frequencies
     std::vector<float> freq, cos, sin;
     std::vector<int32_t> pos;

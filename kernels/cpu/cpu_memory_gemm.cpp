@@ -121,8 +121,7 @@ Buffer CpuBackend::alloc(size_t bytes) {
       const size_t size = std::max(kChunkBytes, (rounded + kHugePage - 1) / kHugePage * kHugePage);
       auto chunk = std::make_shared<HugePageChunk>();
       chunk->base = static_cast<char*>(std::aligned_alloc(kHugePage, size));
-      PF_CHECK(chunk->base != nullptr, "cpu backend: out of host memory allocating {} bytes",
-               size);
+      PF_CHECK(chunk->base != nullptr, "cpu backend: out of host memory allocating {} bytes", size);
       chunk->size = size;
 #ifdef MADV_HUGEPAGE
       (void)::madvise(chunk->base, size, MADV_HUGEPAGE);  // a hint: failure leaves 4 KiB pages
