@@ -16,16 +16,16 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <fstream>
+#include <memory>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "kernels/core/error.h"
 #include "kernels/backend_registry.h"
+#include "kernels/core/error.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model_files.h"
 
@@ -39,8 +39,7 @@ double median(std::vector<double> v) {
 }
 
 double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Host memory in 2 MiB pages where the kernel gives them (transparent huge pages asked for with
@@ -108,8 +107,7 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", prefill, "Prompt tokens")->capture_default_str();
   app.add_option("--decode", decode, "Decode steps at batch 1")->capture_default_str();
   app.add_option("--reps", reps, "Timed repetitions (median reported)")->capture_default_str();
-  app.add_option("--max-batch-tokens", max_batch_tokens, "Rows per forward")
-      ->capture_default_str();
+  app.add_option("--max-batch-tokens", max_batch_tokens, "Rows per forward")->capture_default_str();
   app.add_option("--json", json_path, "Write results as JSON here");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -121,7 +119,8 @@ int main(int argc, char** argv) {
     eo.kv_cache_dtype = parse_kv_cache_dtype(kv_cache_dtype);
     Engine engine(m.config, *m.weights, *backend, eo);
     std::vector<int32_t> prompt(static_cast<size_t>(prefill));
-    for (int i = 0; i < prefill; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % m.config.vocab_size);
+    for (int i = 0; i < prefill; ++i)
+      prompt[size_t(i)] = int32_t((i * 7919 + 13) % m.config.vocab_size);
 
     std::vector<double> prefill_s, decode_s;
     for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
@@ -155,8 +154,7 @@ int main(int argc, char** argv) {
     const double copy = copy_bandwidth(threads, size_t(256) << 20);
     fmt::print("model     {}\n", model);
     fmt::print("backend   {} ({} thread{}), weights {} ({:.1f} MB read per decode step)\n",
-               backend->name(), threads, threads == 1 ? "" : "s", weight_dtype,
-               weight_bytes / 1e6);
+               backend->name(), threads, threads == 1 ? "" : "s", weight_dtype, weight_bytes / 1e6);
     const PagedKvCache& kv = engine.kv_cache();
     const double kv_bytes_per_token = double(kv.bytes()) / double(kv.slot_count());
     fmt::print(
@@ -166,10 +164,11 @@ int main(int argc, char** argv) {
     fmt::print("{:<10} {:>8} {:>12} {:>12}\n", "phase", "tokens", "seconds", "tokens/s");
     fmt::print("{:<10} {:>8} {:>12.4f} {:>12.1f}\n", "prefill", prefill, p, prefill / p);
     fmt::print("{:<10} {:>8} {:>12.4f} {:>12.1f}\n", "decode", decode, d, decode / d);
-    fmt::print("decode weight bandwidth {:.2f} GB/s = {:.0f}% of copy bandwidth {:.2f} GB/s "
-               "(read + write, {} thread{})\n",
-               decode_bandwidth / 1e9, 100.0 * decode_bandwidth / copy, copy / 1e9, threads,
-               threads == 1 ? "" : "s");
+    fmt::print(
+        "decode weight bandwidth {:.2f} GB/s = {:.0f}% of copy bandwidth {:.2f} GB/s "
+        "(read + write, {} thread{})\n",
+        decode_bandwidth / 1e9, 100.0 * decode_bandwidth / copy, copy / 1e9, threads,
+        threads == 1 ? "" : "s");
     if (!json_path.empty()) {
       nlohmann::json j = {{"benchmark", "bench_tokens"},
                           {"model", model},
