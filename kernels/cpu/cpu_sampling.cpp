@@ -68,12 +68,12 @@ int32_t first_index_of(const float* logits, int64_t vocab, float max) {
   return 0;  // unreachable: max is one of the logits
 }
 
-int32_t sample_row(const float* logits, int64_t vocab, float max_logit, const SamplingParams& p,
+int32_t sample_row(const float* logits, int64_t vocab, float row_max, const SamplingParams& p,
                    std::vector<double>& weight, std::vector<int32_t>& order,
                    std::vector<char>& kept) {
   const double inv_t = 1.0 / double(p.temperature);
   for (int64_t i = 0; i < vocab; ++i) {
-    weight[size_t(i)] = std::exp((double(logits[i]) - double(max_logit)) * inv_t);
+    weight[size_t(i)] = std::exp((double(logits[i]) - double(row_max)) * inv_t);
   }
   const bool use_top_k = p.top_k > 0 && p.top_k < vocab;
   const bool use_top_p = p.top_p < 1.0f;
