@@ -109,6 +109,19 @@ bool CpuBackend::supports_weight(DType dtype) const {
 constexpr size_t kHugePage = size_t(2) << 20;
 constexpr size_t kChunkBytes = size_t(32) << 20;
 constexpr size_t kChunkMinBytes = size_t(64) << 10;
+// Under AddressSanitizer every buffer gets its own allocation, so that a read or write past one
+// is reported rather than landing in its neighbour in the chunk.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kOwnAllocations = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kOwnAllocations = true;
+#else
+constexpr bool kOwnAllocations = false;
+#endif
+#else
+constexpr bool kOwnAllocations = false;
+#endif
 
 Buffer CpuBackend::alloc(size_t bytes) {
   constexpr size_t kAlign = 64;
@@ -116,7 +129,7 @@ Buffer CpuBackend::alloc(size_t bytes) {
   // memory so that the tensor over it is not empty().
   size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
   if (rounded == 0) rounded = kAlign;
-  if (rounded >= kChunkMinBytes) {
+  if (!kOwnAllocations && rounded >= kChunkMinBytes) {
     if (!chunk_ || chunk_->size - chunk_->used < rounded) {
       const size_t size = std::max(kChunkBytes, (rounded + kHugePage - 1) / kHugePage * kHugePage);
       auto chunk = std::make_shared<HugePageChunk>();
