@@ -10,14 +10,10 @@
 //   build/bench/bench_tokens --weight-dtype f32       the same with every weight converted to F32
 //   build/bench/bench_tokens --kv-cache-dtype f32     Q4_1 weights, KV cache in F32 (auto: F16)
 //   build/bench/bench_tokens -m synthetic:CFG.json --threads 2 --json out.json
-#include <sys/mman.h>  // madvise
-
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <memory>
 #include <thread>
 
 #include <fmt/format.h>
@@ -26,6 +22,7 @@
 
 #include "kernels/backend_registry.h"
 #include "kernels/core/error.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model_files.h"
 
@@ -42,28 +39,17 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Host memory in 2 MiB pages where the kernel gives them (transparent huge pages asked for with
-// madvise), as the cpu backend keeps weights and KV cache: the copy bandwidth decode is compared
-// with is then measured over the same kind of pages (4 KiB pages copy slower on this project's
-// machine, which would flatter the fraction).
-std::unique_ptr<char, void (*)(void*)> huge_page_buffer(size_t bytes, char fill) {
-  constexpr size_t kHugePage = size_t(2) << 20;
-  const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  char* p = static_cast<char*>(std::aligned_alloc(kHugePage, rounded));
-  PF_CHECK(p != nullptr, "bench_tokens: out of memory allocating {} bytes", rounded);
-#ifdef MADV_HUGEPAGE
-  (void)::madvise(p, rounded, MADV_HUGEPAGE);
-#endif
-  std::memset(p, fill, rounded);
-  return {p, std::free};
-}
-
 // Copy bandwidth in bytes/s (read + written) with `threads` threads, each copying its slice of
-// a `bytes` buffer; the best of a few rounds after a warm-up.
+// a `bytes` buffer; the best of a few rounds after a warm-up. The buffers come from the cpu
+// backend's allocator, in the 2 MiB pages its weights and KV cache live in (4 KiB pages copy
+// slower on this project's machine, which would flatter the fraction).
 double copy_bandwidth(int threads, size_t bytes) {
-  const auto src_buffer = huge_page_buffer(bytes, 1), dst_buffer = huge_page_buffer(bytes, 0);
-  const char* src = src_buffer.get();
-  char* dst = dst_buffer.get();
+  CpuBackend host(1);
+  const Buffer src_buffer = host.alloc(bytes), dst_buffer = host.alloc(bytes);
+  const char* src = static_cast<const char*>(src_buffer.data());
+  char* dst = static_cast<char*>(dst_buffer.data());
+  std::memset(src_buffer.data(), 1, bytes);  // first touch, outside the timed rounds
+  std::memset(dst_buffer.data(), 0, bytes);
   double best = 0.0;
   for (int round = 0; round < 6; ++round) {
     const double t0 = now();

@@ -48,21 +48,6 @@ inline void scale_in_place(float* y, float scale, int64_t n) {
   for (; i < n; ++i) y[i] *= scale;
 }
 
-// std::max folded over x[0..n) from -inf (NaNs skipped, as the scalar fold skips them), in kLanes
-// independent lanes so that it vectorizes (maxps).
-inline float max_of(const float* x, int64_t n) {
-  float lanes[kLanes];
-  for (int j = 0; j < kLanes; ++j) lanes[j] = -std::numeric_limits<float>::infinity();
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) lanes[j] = lanes[j] < x[i + j] ? x[i + j] : lanes[j];
-  }
-  float m = lanes[0];
-  for (int j = 1; j < kLanes; ++j) m = std::max(m, lanes[j]);
-  for (; i < n; ++i) m = std::max(m, x[i]);
-  return m;
-}
-
 // One tile of the online softmax for one query vector: scores s[0..n) -> exp(s - new max) in
 // place; the running max and sum and the unnormalized output acc (hd floats) rescaled to the new
 // max (the caller then adds the tile's values, weighted by s, to acc).

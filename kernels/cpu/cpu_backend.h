@@ -23,7 +23,9 @@
 //   cpu_sampling.cpp      greedy / temperature / top-k / top-p sampling
 #pragma once
 
+#include <algorithm>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -128,6 +130,39 @@ struct TensorArg {
 };
 // require_view for every tensor, then require_dtype for every tensor, in order.
 void require_tensors(Op op, std::initializer_list<TensorArg> tensors);
+
+// std::max folded over x[0..n) from -inf (NaNs skipped, as the scalar fold skips them), in 16
+// independent lanes so that the loop vectorizes (maxps): attention's tile max and sampling's row
+// max. With kFindNan, has_nan says whether a NaN was skipped (in the same pass).
+template <bool kFindNan = false>
+inline float max_of(const float* x, int64_t n, bool* has_nan = nullptr) {
+  constexpr int kLanes = 16;
+  float lanes[kLanes];
+  int nan[kLanes];
+  for (int j = 0; j < kLanes; ++j) {
+    lanes[j] = -std::numeric_limits<float>::infinity();
+    nan[j] = 0;
+  }
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      lanes[j] = lanes[j] < x[i + j] ? x[i + j] : lanes[j];
+      if constexpr (kFindNan) nan[j] |= x[i + j] != x[i + j];
+    }
+  }
+  float m = lanes[0];
+  bool any_nan = nan[0] != 0;
+  for (int j = 1; j < kLanes; ++j) {
+    m = std::max(m, lanes[j]);
+    any_nan = any_nan || nan[j] != 0;
+  }
+  for (; i < n; ++i) {
+    m = std::max(m, x[i]);
+    any_nan = any_nan || x[i] != x[i];
+  }
+  if constexpr (kFindNan) *has_nan = any_nan;
+  return m;
+}
 }  // namespace cpu_detail
 
 }  // namespace parafuse

@@ -13,7 +13,6 @@
 // which a GPU does without sorting.
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -28,37 +27,6 @@ namespace parafuse {
 using namespace cpu_detail;
 
 namespace {
-
-constexpr int kLanes = 16;
-
-// The largest logit (NaNs aside) and whether there is a NaN, in kLanes independent lanes so that
-// the loop vectorizes: a decode step at batch 1 waits for this pass over the vocabulary.
-float max_logit(const float* x, int64_t n, bool& has_nan) {
-  float lanes[kLanes];
-  int nan[kLanes];
-  for (int j = 0; j < kLanes; ++j) {
-    lanes[j] = -std::numeric_limits<float>::infinity();
-    nan[j] = 0;
-  }
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      lanes[j] = lanes[j] < x[i + j] ? x[i + j] : lanes[j];
-      nan[j] |= x[i + j] != x[i + j];
-    }
-  }
-  float m = lanes[0];
-  has_nan = nan[0] != 0;
-  for (int j = 1; j < kLanes; ++j) {
-    m = std::max(m, lanes[j]);
-    has_nan = has_nan || nan[j] != 0;
-  }
-  for (; i < n; ++i) {
-    m = std::max(m, x[i]);
-    has_nan = has_nan || std::isnan(x[i]);
-  }
-  return m;
-}
 
 // argmax of a row without NaNs whose maximum is max: the lowest index holding it.
 int32_t first_index_of(const float* logits, int64_t vocab, float max) {
@@ -134,7 +102,7 @@ void CpuBackend::sample(const Tensor& logits, const SamplingParams* params, int3
     check_sample_params(r, params[r]);
     const float* row = logits.f32() + r * logits.row_stride;
     bool has_nan = false;
-    row_max[size_t(r)] = max_logit(row, vocab, has_nan);
+    row_max[size_t(r)] = max_of<true>(row, vocab, &has_nan);  // one pass for both
     if (has_nan) {
       const int64_t i = std::find_if(row, row + vocab, [](float x) { return std::isnan(x); }) - row;
       PF_THROW("sample: row {} has a NaN logit at token {}", r, i);
