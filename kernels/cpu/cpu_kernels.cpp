@@ -77,6 +77,69 @@ void gemv_blocks(const void* w, size_t row_bytes, int64_t rows, const void* x, i
   }
 }
 
+// A weight block's 32 elements as integers n (element = d * n + c0), with d and c0.
+void block_ints(const BlockQ8_0& b, int n[32], float& d, float& c0) {
+  d = f16_to_f32(b.d);
+  c0 = 0.0f;
+  for (int i = 0; i < 32; ++i) n[i] = b.q[i];
+}
+void nibble_ints(const uint8_t* q, int n[32]) {
+  for (int i = 0; i < 16; ++i) {
+    n[i] = q[i] & 0x0f;
+    n[i + 16] = q[i] >> 4;
+  }
+}
+void block_ints(const BlockQ4_0& b, int n[32], float& d, float& c0) {
+  d = f16_to_f32(b.d);
+  c0 = -8.0f * d;
+  nibble_ints(b.q, n);
+}
+void block_ints(const BlockQ4_1& b, int n[32], float& d, float& c0) {
+  d = f16_to_f32(b.d);
+  c0 = f16_to_f32(b.m);
+  nibble_ints(b.q, n);
+}
+
+template <class Block>
+void pack_panel_plain(const void* w, size_t row_bytes, int cols, int64_t nb, int32_t* pairs,
+                      float* dm) {
+  for (int c = 0; c < kPanelCols; ++c) {
+    const auto* row =
+        reinterpret_cast<const Block*>(static_cast<const uint8_t*>(w) + size_t(c) * row_bytes);
+    for (int64_t b = 0; b < nb; ++b) {
+      int n[32] = {};
+      float d = 0.0f, c0 = 0.0f;
+      if (c < cols) block_ints(row[b], n, d, c0);
+      for (int p = 0; p < 16; ++p)
+        pairs[(b * 16 + p) * kPanelCols + c] =
+            int32_t(uint32_t(uint16_t(n[2 * p])) | uint32_t(uint16_t(n[2 * p + 1])) << 16);
+      dm[b * 2 * kPanelCols + c] = d;
+      dm[b * 2 * kPanelCols + kPanelCols + c] = c0;
+    }
+  }
+}
+
+void panel_gemm_plain(const ActivationBlock* x, int64_t rows, int64_t nb, const int32_t* pairs,
+                      const float* dm, int cols, float beta, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) {
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        const ActivationBlock& xb = x[r * nb + b];
+        int32_t dot = 0;  // |dot| <= 32 * 128 * 32767 < 2^31
+        for (int p = 0; p < 16; ++p) {
+          const auto pair = uint32_t(pairs[(b * 16 + p) * kPanelCols + c]);
+          dot += int16_t(pair & 0xffff) * xb.q[2 * p] + int16_t(pair >> 16) * xb.q[2 * p + 1];
+        }
+        acc = std::fma(float(dot), dm[b * 2 * kPanelCols + c] * xb.d, acc);
+        acc = std::fma(dm[b * 2 * kPanelCols + kPanelCols + c], xb.sum, acc);
+      }
+      float& yc = y[r * ldy + c];
+      yc = beta == 0.0f ? acc : std::fma(beta, yc, acc);
+    }
+  }
+}
+
 template <DType kType>
 void dequant(const void* row, int64_t k, float* out) {
   dequantize_row(kType, row, k, out);
@@ -183,6 +246,10 @@ KernelSet generic_kernels() {
   s.dequant_q8_0 = dequant<DType::Q8_0>;
   s.dequant_q4_0 = dequant<DType::Q4_0>;
   s.dequant_q4_1 = dequant<DType::Q4_1>;
+  s.pack_q8_0 = pack_panel_plain<BlockQ8_0>;
+  s.pack_q4_0 = pack_panel_plain<BlockQ4_0>;
+  s.pack_q4_1 = pack_panel_plain<BlockQ4_1>;
+  s.panel_gemm = panel_gemm_plain;
   return s;
 }
 
@@ -228,6 +295,19 @@ DequantizeFn KernelSet::dequantize(DType w) const {
       return dequant_q4_1;
     default:
       PF_THROW("cpu kernels: no dequantization for weights of dtype {}", dtype_name(w));
+  }
+}
+
+PackPanelFn KernelSet::pack_panel(DType w) const {
+  switch (w) {
+    case DType::Q8_0:
+      return pack_q8_0;
+    case DType::Q4_0:
+      return pack_q4_0;
+    case DType::Q4_1:
+      return pack_q4_1;
+    default:
+      PF_THROW("cpu kernels: no quantized panel for weights of dtype {}", dtype_name(w));
   }
 }
 

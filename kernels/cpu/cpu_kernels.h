@@ -27,6 +27,27 @@ using QuantizeFn = void (*)(const float* x, int64_t n, ActivationBlock* out);
 // The first k elements of a weight row -> k floats (as parafuse::dequantize_row).
 using DequantizeFn = void (*)(const void* row, int64_t k, float* out);
 
+// Prefill (many activation rows) on block-quantized weights (Q8_0 / Q4_0 / Q4_1): the weight is
+// packed kPanelCols rows (output columns) at a time into a panel, and a tile kernel multiplies
+// the panel by activation rows quantized to int16 ActivationBlocks, as the GEMV does, so that
+// prefill and decode compute the same integer dots. Panel layout, for block b, element pair p
+// (elements 2p and 2p + 1 of the block) and column c < kPanelCols:
+//   pairs[(b * 16 + p) * kPanelCols + c]  the column's two elements as int16 (low half 2p),
+//                                         i.e. what vpmaddwd multiplies by an activation pair
+//   dm[b * 2 * kPanelCols + c]            the block's scale d, and at + kPanelCols its offset c0:
+//                                         element = d * n + c0 (Q4_0: c0 = -8 d; Q8_0: 0)
+// Columns from `cols` to kPanelCols are packed as zeros.
+constexpr int kPanelCols = 32;
+using PackPanelFn = void (*)(const void* w, size_t row_bytes, int cols, int64_t nb, int32_t* pairs,
+                             float* dm);
+// y[r * ldy + c] = dot(panel column c, x row r) + beta * y[r * ldy + c] for r < rows, c < cols
+// (beta 0 overwrites: NaNs in y never leak through); x row r is x[r * nb .. r * nb + nb). Per
+// block, in float: acc = fma(float(integer dot), d_w * d_x, acc); acc = fma(c0_w, sum_x, acc) —
+// the same in every kernel set, so every set gives bit-identical results.
+using PanelGemmFn = void (*)(const ActivationBlock* x, int64_t rows, int64_t nb,
+                             const int32_t* pairs, const float* dm, int cols, float beta, float* y,
+                             int64_t ldy);
+
 // Keys per tile of the blocked attention kernels (attention_scores_tile / _accumulate_tile).
 constexpr int kAttentionTileKeys = 64;
 
@@ -64,6 +85,8 @@ struct KernelSet {
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);  // silu(g) u
   DequantizeFn dequant_f16, dequant_bf16;
   DequantizeFn dequant_q8_0, dequant_q4_0, dequant_q4_1;
+  PackPanelFn pack_q8_0, pack_q4_0, pack_q4_1;
+  PanelGemmFn panel_gemm;
 
   GemvFn gemv(DType w) const;  // throws for a type with no kernel
   // Whether gemv(w) takes ActivationBlocks rather than floats.
@@ -71,6 +94,7 @@ struct KernelSet {
     return w == DType::Q8_0 || w == DType::Q4_0 || w == DType::Q4_1;
   }
   DequantizeFn dequantize(DType w) const;  // F32 has none (use the row as it is)
+  PackPanelFn pack_panel(DType w) const;   // Q8_0 / Q4_0 / Q4_1 only
 };
 
 // The best set this CPU runs.

@@ -94,10 +94,10 @@ TEST(CpuBackendOps, ToleranceReport) {
 // double-precision loops over the *dequantized* weight: the weight's own rounding is not error.
 // What remains, and the NMSE tolerance per path (worst measured on x86-64 in the comment):
 //   F32, F16, BF16             1e-12   float accumulation only (measured <= 4e-13)
-//   Q8_0/Q4_0/Q4_1, m <= 8     5e-9    activations rounded to int16 per 32-block:
+//   Q8_0/Q4_0/Q4_1             5e-9    activations rounded to int16 per 32-block, in the GEMV
+//                                      (m <= 8) and in the prefill panels alike:
 //                                      ~(amax/32767)^2/12 relative, ~5e-10 for normal data
 //                                      (measured <= 7.1e-10; int8 activations measured 4e-5)
-//   Q8_0/Q4_0/Q4_1, m > 8      1e-12   tiles dequantized exactly, then sgemm (measured ~1e-14)
 //   embedding (any format)     0       the looked-up rows dequantized exactly
 // Every case runs on every kernel set this CPU has (generic, avx2, avx512-vnni) and at 1 and 2
 // threads.
@@ -109,8 +109,8 @@ struct WeightCase {
   uint64_t seed;
 };
 
-double weight_tolerance(DType dtype, int64_t m) {
-  return cpu_kernels::KernelSet::activations_quantized(dtype) && m <= 8 ? 5e-9 : 1e-12;
+double weight_tolerance(DType dtype) {
+  return cpu_kernels::KernelSet::activations_quantized(dtype) ? 5e-9 : 1e-12;
 }
 
 std::vector<WeightCase> weight_cases() {
@@ -174,7 +174,7 @@ op_test::CaseResult check_weight_case(const WeightCase& c, CpuBackend& backend) 
     return op_test::Outputs{op_test::ref_gemm(x, stored.values, y0, c.m, c.n, c.k, c.beta)};
   };
   op_test::Tolerances tol;
-  tol.set(Op::Gemm, weight_tolerance(c.dtype, c.m));
+  tol.set(Op::Gemm, weight_tolerance(c.dtype));
   return op_test::check_op_case(oc, backend, tol);
 }
 
@@ -189,7 +189,7 @@ TEST_P(CpuWeightFormats, GemmMatchesReferenceOnEveryKernelSet) {
       const op_test::CaseResult r = check_weight_case(c, backend);
       EXPECT_TRUE(r.ok) << isa << ", " << threads << " threads: " << r.message;
       std::printf("  %-40s %-12s %d thread(s): NMSE %.3g (tolerance %.3g)\n", c.name.c_str(),
-                  isa.c_str(), threads, r.worst_nmse, weight_tolerance(c.dtype, c.m));
+                  isa.c_str(), threads, r.worst_nmse, weight_tolerance(c.dtype));
     }
   }
 }
@@ -249,6 +249,51 @@ TEST(CpuWeightFormats, ActivationQuantizationIsBitIdenticalOnEveryKernelSet) {
       } else {
         EXPECT_EQ(got[b].d, want[b].d) << isa << " block " << b;
         EXPECT_EQ(got[b].sum, want[b].sum) << isa << " block " << b;
+      }
+    }
+  }
+}
+
+// The prefill panels: every set packs the same bytes and computes the same floats as the
+// generic one (integer dots, then the same float operations in the same order), over a tail
+// panel of 9 columns and row tails of 1 and 2.
+TEST(CpuWeightFormats, QuantizedPanelsAreBitIdenticalOnEveryKernelSet) {
+  const cpu_kernels::KernelSet& generic = *cpu_kernels::kernels_named("generic");
+  constexpr int kCols = cpu_kernels::kPanelCols;
+  const int64_t k = 96, nb = k / 32, n = kCols + 9;
+  std::mt19937_64 rng(78);
+  const auto x = op_test::random_normal(rng, 8 * k, 2.0f);
+  std::vector<ActivationBlock> act(size_t(8 * nb));
+  for (int r = 0; r < 8; ++r) quantize_activations(x.data() + r * k, k, act.data() + r * nb);
+  for (DType dtype : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    const StoredWeight w = store_weight(dtype, op_test::random_normal(rng, n * k, 0.05f), n, k);
+    const size_t row_bytes = dtype_row_bytes(dtype, k);
+    for (int64_t c0 : {int64_t(0), int64_t(kCols)}) {
+      const int cols = int(std::min<int64_t>(kCols, n - c0));
+      std::vector<int32_t> want_pairs(size_t(nb * 16 * kCols), -1);
+      std::vector<float> want_dm(size_t(nb * 2 * kCols), -1.0f);
+      generic.pack_panel(dtype)(w.bytes.data() + size_t(c0) * row_bytes, row_bytes, cols, nb,
+                                want_pairs.data(), want_dm.data());
+      for (int rows : {7, 8}) {
+        for (float beta : {0.0f, 0.5f}) {
+          std::vector<float> want(size_t(rows * cols), 1.0f);
+          generic.panel_gemm(act.data(), rows, nb, want_pairs.data(), want_dm.data(), cols, beta,
+                             want.data(), cols);
+          for (const std::string& isa : kernel_sets_here()) {
+            const cpu_kernels::KernelSet& set = *cpu_kernels::kernels_named(isa.c_str());
+            std::vector<int32_t> pairs(want_pairs.size(), -1);
+            std::vector<float> dm(want_dm.size(), -1.0f);
+            set.pack_panel(dtype)(w.bytes.data() + size_t(c0) * row_bytes, row_bytes, cols, nb,
+                                  pairs.data(), dm.data());
+            EXPECT_EQ(pairs, want_pairs) << isa << " " << dtype_name(dtype) << " cols " << cols;
+            EXPECT_EQ(dm, want_dm) << isa << " " << dtype_name(dtype) << " cols " << cols;
+            std::vector<float> got(want.size(), 1.0f);
+            set.panel_gemm(act.data(), rows, nb, pairs.data(), dm.data(), cols, beta, got.data(),
+                           cols);
+            EXPECT_EQ(got, want) << isa << " " << dtype_name(dtype) << " rows " << rows << " beta "
+                                 << beta;
+          }
+        }
       }
     }
   }
