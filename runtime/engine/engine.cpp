@@ -257,7 +257,10 @@ Tensor Engine::forward(std::span<const SeqTokens> steps) {
       } else {
         parallel_.transport->recv(h, prev, step_tag + j)->wait();
       }
-      StepInputs in{&mb.attention, pos_t.rows_view(mb.row_begin, mb.row_end), kv_cache_.get()};
+      // The last stage computes the final layers for the logit rows alone.
+      StepInputs in{
+          &mb.attention, pos_t.rows_view(mb.row_begin, mb.row_end), kv_cache_.get(),
+          is_last_stage() ? std::span<const int64_t>(mb.logit_rows) : std::span<const int64_t>()};
       stage_->forward(h, in);
       if (!is_last_stage()) {
         sends.push_back(parallel_.transport->send(h, next, step_tag + j));

@@ -14,7 +14,42 @@ namespace parafuse {
 namespace {
 
 // Scratch slots reused by every block (see Stage::scratch).
-enum Slot { kNorm, kQkv, kAttnOut, kProj, kGateUp, kAct, kGroupIn, kGroupSum, kSlotCount };
+enum Slot {
+  kNorm,
+  kQkv,
+  kAttnOut,
+  kProj,
+  kGateUp,
+  kAct,
+  kGroupIn,
+  kGroupSum,
+  kOutRows,  // the out rows' hidden states (StepInputs::out_rows)
+  kOutQ,     // their queries
+  kSlotCount
+};
+
+// `batch` cut down to `rows` (ascending rows of it), renumbered 0, 1, ...: each run of
+// consecutive rows of one sequence becomes a sequence of its own that reads the same cache, its
+// first row at that row's position.
+AttentionBatch batch_of_rows(const AttentionBatch& batch, std::span<const int64_t> rows) {
+  AttentionBatch out;
+  out.block_size = batch.block_size;
+  size_t s = 0, prev_s = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t row = rows[i];
+    while (s < batch.seqs.size() && row >= batch.seqs[s].q_begin + batch.seqs[s].n_new) ++s;
+    PF_CHECK(s < batch.seqs.size() && row >= batch.seqs[s].q_begin,
+             "output row {} is in no sequence of the batch (rows must be ascending)", row);
+    const AttentionSeq& seq = batch.seqs[s];
+    if (i > 0 && s == prev_s && rows[i - 1] == row - 1) {
+      ++out.seqs.back().n_new;
+    } else {
+      out.seqs.push_back({int64_t(i), 1, seq.n_past + (row - seq.q_begin), seq.block_table});
+    }
+    prev_s = s;
+  }
+  return out;
+}
 
 int64_t even_begin(int64_t n, int rank, int size) {
   return n * rank / size;
@@ -301,9 +336,35 @@ void Stage::set_observer(SublayerObserver observer) {
 }
 
 void Stage::forward(const Tensor& hidden, const StepInputs& in) {
+  // With out rows, the blocks run on all rows up to the last attention sublayer over the cache;
+  // it and everything after it act on the out rows alone (gathered into h). With no such
+  // sublayer in the stage, every block acts row by row: gather first.
+  const int64_t r = int64_t(in.out_rows.size());
+  const bool cut = r > 0 && r < hidden.rows && !observer_;
+  size_t cut_at = blocks_.size();
+  Tensor h = hidden;
+  if (cut) {
+    for (size_t i = blocks_.size(); i-- > 0 && cut_at == blocks_.size();) {
+      const BlockWeights& b = blocks_[i];
+      if (b.config.attention == AttentionKind::Full && !overrides_.skips_attention(b.index))
+        cut_at = i;
+    }
+    if (cut_at == blocks_.size()) {
+      h = scratch(kOutRows, r, config_.hidden_size);
+      for (int64_t i = 0; i < r; ++i) {
+        const int64_t row = in.out_rows[size_t(i)];
+        backend_.copy(hidden.rows_view(row, row + 1), h.rows_view(i, i + 1));
+      }
+    }
+  }
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const BlockWeights& b = blocks_[i];
-    if (!overrides_.skips_attention(b.index)) forward_attention(b, hidden, in);
+    if (cut && i == cut_at) {
+      h = scratch(kOutRows, r, config_.hidden_size);
+      forward_attention(b, hidden, in, &h);
+    } else if (!overrides_.skips_attention(b.index)) {
+      forward_attention(b, h, in);
+    }
     if (b.config.ffn == FfnKind::None || overrides_.skips_ffn(b.index)) continue;
     // A group ends where the id changes (or at the end of this stage: groups never span a
     // pipeline boundary because the planner keeps them inside one stage's blocks; if a user
@@ -314,8 +375,13 @@ void Stage::forward(const Tensor& hidden, const StepInputs& in) {
     PF_CHECK(g < 0 || last < blocks_.size() || last_ >= config_.n_blocks() ||
                  overrides_.group_of(last_) != g,
              "ffn group {} is cut by the pipeline boundary after block {}", g, last_ - 1);
-    forward_ffn_group(i, last, hidden);
+    forward_ffn_group(i, last, h);
     i = last - 1;
+  }
+  if (!cut) return;
+  for (int64_t i = 0; i < r; ++i) {
+    const int64_t row = in.out_rows[size_t(i)];
+    backend_.copy(h.rows_view(i, i + 1), hidden.rows_view(row, row + 1));
   }
 }
 
@@ -348,17 +414,26 @@ void Stage::forward_ffn_group(size_t first, size_t last, const Tensor& hidden) {
   backend_.add(hidden, sum, hidden);
 }
 
-void Stage::forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in) {
+void Stage::forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in,
+                              const Tensor* out) {
   if (b.config.attention == AttentionKind::None) return;
   const int64_t m = hidden.rows, H = config_.hidden_size;
   const float eps = float(config_.rms_norm_eps);
   Tensor norm = scratch(kNorm, m, H);
   backend_.rmsnorm(hidden, b.attn_norm, eps, norm);
+  // The rows that receive the output: all of hidden, or the out rows gathered into *out.
+  const Tensor& residual = out ? *out : hidden;
+  const int64_t r = residual.rows;
+  for (int64_t i = 0; out && i < r; ++i) {
+    const int64_t row = in.out_rows[size_t(i)];
+    backend_.copy(hidden.rows_view(row, row + 1), out->rows_view(i, i + 1));
+  }
   // The output projection adds into the residual stream itself where nothing needs it apart.
   const bool direct = adds_in_gemm();
-  Tensor proj = direct ? hidden : scratch(kProj, m, H);
+  Tensor proj = direct ? residual : scratch(kProj, r, H);
   const float beta = direct ? 1.0f : 0.0f;
   if (b.config.attention == AttentionKind::Linear) {
+    PF_CHECK(!out, "block {}: out rows are cut at attention over the cache only", b.index);
     backend_.gemm(norm.cols_view(b.shard.linear_begin, b.shard.linear_begin + b.shard.linear_size),
                   b.attn_linear, proj, beta);
   } else {
@@ -376,15 +451,25 @@ void Stage::forward_attention(const BlockWeights& b, const Tensor& hidden, const
     const Tensor& k_cache = in.kv_cache->keys(b.kv_layer);
     const Tensor& v_cache = in.kv_cache->values(b.kv_layer);
     backend_.kv_store(k, v, k_cache, v_cache, *in.batch);
-    Tensor attn = scratch(kAttnOut, m, q_cols);
+    Tensor attn = scratch(kAttnOut, r, q_cols);
     AttentionShape shape{b.shard.n_heads, b.shard.n_kv_heads, hd, 1.0f / std::sqrt(float(hd))};
-    backend_.attention(q, k_cache, v_cache, *in.batch, shape, attn);
+    if (out) {  // only the out rows' queries attend
+      Tensor q_out = scratch(kOutQ, r, q_cols);
+      for (int64_t i = 0; i < r; ++i) {
+        const int64_t row = in.out_rows[size_t(i)];
+        backend_.copy(q.rows_view(row, row + 1), q_out.rows_view(i, i + 1));
+      }
+      backend_.attention(q_out, k_cache, v_cache, batch_of_rows(*in.batch, in.out_rows), shape,
+                         attn);
+    } else {
+      backend_.attention(q, k_cache, v_cache, *in.batch, shape, attn);
+    }
     backend_.gemm(attn, b.o_proj, proj, beta);
   }
   if (direct) return;
   all_reduce(proj);
-  if (observer_) observer_(b.index, false, hidden, proj);
-  backend_.add(hidden, proj, hidden);
+  if (observer_) observer_(b.index, false, residual, proj);
+  backend_.add(residual, proj, residual);
 }
 
 void Stage::ffn_partial(const BlockWeights& b, const Tensor& hidden, const Tensor& out,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,12 @@ struct StepInputs {
   const AttentionBatch* batch = nullptr;
   Tensor positions;  // (m, 1) I32
   PagedKvCache* kv_cache = nullptr;
+  // The rows whose output the caller reads, ascending (the last stage's logit rows); empty: all.
+  // Every block after the stage's last attention sublayer acts row by row, so from that
+  // sublayer's output on only these rows are computed (a prompt's last row instead of all of
+  // them); the other rows of `hidden` are left as they were before it. The keys and values of
+  // every row still go into the cache.
+  std::span<const int64_t> out_rows;
 };
 
 // Per-block changes to the forward pass, indexed by model block id (an empty vector changes
@@ -123,7 +130,11 @@ class Stage {
   uint64_t version() const { return version_; }
 
  private:
-  void forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in);
+  // The attention sublayer of block b over `hidden`. With `out` (the rows in.out_rows of
+  // hidden, gathered into it here): every row's keys and values are stored, and only out's rows
+  // attend and receive the sublayer's output.
+  void forward_attention(const BlockWeights& b, const Tensor& hidden, const StepInputs& in,
+                         const Tensor* out = nullptr);
   // This rank's partial FFN output (m, H) for `hidden`, before the TP all-reduce:
   // out = ffn(hidden) + beta * out.
   void ffn_partial(const BlockWeights& b, const Tensor& hidden, const Tensor& out,

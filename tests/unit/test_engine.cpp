@@ -100,10 +100,62 @@ TEST(Engine, BatchOfTwoSequencesEqualsEachAlone) {
   auto a2 = a;
   a2.push_back(next[0]);
   const auto alone_a2 = all_logits(e, a2, a2.size());
-  EXPECT_LT(max_rel_diff({step.begin(), step.begin() + 256},
-                         {alone_a2.end() - 256, alone_a2.end()}),
-            1e-4);
+  EXPECT_LT(
+      max_rel_diff({step.begin(), step.begin() + 256}, {alone_a2.end() - 256, alone_a2.end()}),
+      1e-4);
 }
+
+// Rows that want no logits skip the last stage's final layers (StepInputs::out_rows): a batch
+// of sequences that want the last row's logits (next to one that wants every row's, so the out
+// rows of two sequences touch) gives the logits an all-logits prefill gives those rows, and the
+// cache behind the cut rows is whole: the next decode step matches too.
+class EngineOutRows : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EngineOutRows, LastRowLogitsAndTheCacheMatchAnAllLogitsPrefill) {
+  ModelFiles m = open_model("synthetic:" + GetParam() + "@3");
+  auto backend = make_cpu_backend(1);
+  EngineOptions eo;
+  eo.kv_cache_tokens = 256;
+  eo.page_size = 4;
+  Engine e(m.config, *m.weights, *backend, eo);
+  const int vocab = int(m.config.vocab_size);
+  const std::vector<std::vector<int32_t>> prompts = {
+      test_tokens(13, vocab, 4), test_tokens(5, vocab, 5), test_tokens(7, vocab, 6)};
+  const bool wants_all[3] = {false, true, false};
+  std::vector<std::vector<float>> alone;  // every row's logits, each sequence alone
+  for (const auto& p : prompts) alone.push_back(all_logits(e, p, p.size()));
+  std::vector<SeqTokens> steps;
+  for (int i = 0; i < 3; ++i) {
+    e.add_sequence(i);
+    steps.push_back({i, prompts[size_t(i)], wants_all[i]});
+  }
+  const auto batch = e.to_host(e.forward(steps));
+  size_t at = 0;
+  for (int i = 0; i < 3; ++i) {
+    const auto& a = alone[size_t(i)];
+    const size_t n = wants_all[i] ? a.size() : size_t(vocab);
+    ASSERT_LE(at + n, batch.size());
+    EXPECT_LT(max_rel_diff({batch.begin() + long(at), batch.begin() + long(at + n)},
+                           {a.end() - long(n), a.end()}),
+              1e-4)
+        << "sequence " << i;
+    at += n;
+  }
+  EXPECT_EQ(at, batch.size());
+  const int32_t next = 3;
+  SeqTokens decode{0, {&next, 1}, false};
+  const auto step = e.to_host(e.forward(std::span<const SeqTokens>(&decode, 1)));
+  auto longer = prompts[0];
+  longer.push_back(next);
+  const auto full = all_logits(e, longer, longer.size());
+  EXPECT_LT(max_rel_diff(step, {full.end() - vocab, full.end()}), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Synthetic, EngineOutRows, ::testing::Values(kTinyLlama, kTinyNas),
+                         [](const auto& info) {
+                           return info.param == kTinyLlama ? std::string("llama")
+                                                           : std::string("nemotron_nas");
+                         });
 
 // Decode batches padded to their graph bucket (what CUDA graphs replay) give every real row
 // the logits it gets unpadded, and the padding touches no real sequence's cache.
