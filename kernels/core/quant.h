@@ -13,7 +13,8 @@
 // (~1/32767) is invisible there, and on AVX2 an int16 dot (vpmovzxbw + 2 vpmaddwd) costs what
 // the int8 one (vpmaddubsw + vpmaddwd) does. Q8_0 weights (SmolLM2's tied LM head) meet the
 // same blocks: int8 widened to int16 (vpmovsxbw) takes about half the instructions of widening
-// the weight to floats.
+// the weight to floats. Decode (GEMV) and prefill (the panels of kernels/cpu/cpu_kernels.h) use
+// the same blocks, so both compute the same integer dots.
 #pragma once
 
 #include <cstddef>
