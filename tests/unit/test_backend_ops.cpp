@@ -124,6 +124,8 @@ std::vector<WeightCase> weight_cases() {
     cases.push_back({t + "_gemv_m8_n300_k576", dtype, 8, 300, 576, 0.0f, ++seed});
     cases.push_back({t + "_prefill_m37_n96_k160", dtype, 37, 96, 160, 0.0f, ++seed});
     cases.push_back({t + "_prefill_m64_n700_k128_beta1", dtype, 64, 700, 128, 1.0f, ++seed});
+    // (quantized weights: a row tail of 2 after three 3-row tiles, one partial 20-column panel)
+    cases.push_back({t + "_prefill_m11_n20_k64_beta_half", dtype, 11, 20, 64, 0.5f, ++seed});
   }
   return cases;
 }
