@@ -9,11 +9,12 @@
 //     activations. No packing GEMM, no fp32 copy of the weight.
 //   larger m (prefill): Q8_0 / Q4_0 / Q4_1 weights meet the same int16 activation blocks as in
 //     the GEMV: each thread packs kPanelCols weight rows at a time into an int16 panel and runs
-//     the tile kernel (cpu_kernels.h, PanelGemmFn) over every activation row. An integer
-//     multiply-add (vpmaddwd) does twice the work of an F32 FMA: at SmolLM2's prefill shapes
-//     (m = 512, one thread, this project's Zen 3) this ran 1.1-1.3x as fast as OpenBLAS's sgemm
-//     on the same weight in F32, and the old path dequantized tiles before that sgemm. It also
-//     makes prefill and decode compute the same integer dots.
+//     the tile kernel (cpu_kernels.h, PanelGemmFn) over every activation row. A vpmaddwd does 16
+//     multiply-adds to a ymm FMA's 8, and with its vpaddd it can use all four of Zen 3's vector
+//     pipes where FMAs have two: at SmolLM2's prefill shapes (m = 512, one thread, this
+//     project's Zen 3) this ran 1.1-1.3x as fast as OpenBLAS's sgemm on the same weight in F32,
+//     and the old path dequantized tiles before that sgemm. It also makes prefill and decode
+//     compute the same integer dots.
 //     F16 / BF16 weights are dequantized tile by tile into an F32 scratch tile and multiplied
 //     with cblas_sgemm (OpenBLAS, run at one thread inside the pool's threads); F32 weights go
 //     to cblas_sgemm directly.
