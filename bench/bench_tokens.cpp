@@ -13,9 +13,7 @@
 //   build/bench/bench_tokens -m synthetic:CFG.json --threads 2 --json out.json
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <fstream>
-#include <thread>
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
@@ -23,7 +21,7 @@
 
 #include "kernels/backend_registry.h"
 #include "kernels/core/error.h"
-#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/memory_bandwidth.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model_files.h"
 
@@ -38,61 +36,6 @@ double median(std::vector<double> v) {
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Copy and read bandwidth in bytes/s with `threads` threads, each working on its slice of a
-// `bytes` buffer; the best of a few rounds after a warm-up. Copy: memcpy, bytes read + bytes
-// written (STREAM's convention). Read: the slice summed 8 bytes at a time with a prefetch 1 KiB
-// ahead, bytes read — what a GEMV that only streams its weights could reach at best (one core
-// alone reads well below half a copy's bytes: it keeps too few misses in flight). The buffers
-// come from the cpu backend's allocator, in the 2 MiB pages its weights and KV cache live in
-// (4 KiB pages copy slower on this project's machine, which would flatter the fraction).
-struct Bandwidth {
-  double copy = 0.0, read = 0.0;
-};
-
-Bandwidth memory_bandwidth(int threads, size_t bytes) {
-  CpuBackend host(1);
-  const Buffer src_buffer = host.alloc(bytes), dst_buffer = host.alloc(bytes);
-  const char* src = static_cast<const char*>(src_buffer.data());
-  char* dst = static_cast<char*>(dst_buffer.data());
-  std::memset(src_buffer.data(), 1, bytes);  // first touch, outside the timed rounds
-  std::memset(dst_buffer.data(), 0, bytes);
-  auto run = [&](bool copy) {
-    std::vector<uint64_t> sums(size_t(threads), 0);
-    const double t0 = now();
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        const size_t begin = bytes * size_t(t) / size_t(threads) / 64 * 64;
-        const size_t end = bytes * size_t(t + 1) / size_t(threads) / 64 * 64;
-        if (copy) {
-          std::memcpy(dst + begin, src + begin, end - begin);
-          return;
-        }
-        uint64_t sum = 0;
-        for (size_t i = begin; i < end; i += 64) {
-          __builtin_prefetch(src + i + 1024);
-          uint64_t line[8];
-          std::memcpy(line, src + i, 64);
-          sum += line[0] + line[1] + line[2] + line[3] + line[4] + line[5] + line[6] + line[7];
-        }
-        sums[size_t(t)] = sum;  // kept, so that the loop is not optimized away
-      });
-    }
-    for (std::thread& th : pool) th.join();
-    const double seconds = now() - t0;
-    return double(copy ? 2 * bytes : bytes) / seconds;
-  };
-  Bandwidth best;
-  for (int round = 0; round < 6; ++round) {
-    const double copy = run(true), read = run(false);
-    if (round > 0) {
-      best.copy = std::max(best.copy, copy);
-      best.read = std::max(best.read, read);
-    }
-  }
-  return best;
 }
 
 }  // namespace
@@ -164,7 +107,7 @@ int main(int argc, char** argv) {
     const double p = median(prefill_s), d = median(decode_s);
     const double weight_bytes = double(engine.weight_bytes_per_token());
     const double decode_bandwidth = weight_bytes / (d / decode);
-    const Bandwidth bw = memory_bandwidth(threads, size_t(256) << 20);
+    const MemoryBandwidth bw = measure_memory_bandwidth(threads, size_t(256) << 20);
     const double copy = bw.copy;
     fmt::print("model     {}\n", model);
     fmt::print("backend   {} ({} thread{}), weights {} ({:.1f} MB read per decode step)\n",

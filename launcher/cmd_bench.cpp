@@ -3,9 +3,11 @@
 // together, then decode steps advancing all of them (runtime/engine/throughput.h). Per point:
 // output tokens/s (whole requests and decode alone), tokens/s per user (1 / TPOT) and per rank,
 // TTFT and TPOT (mean, p50, p90, p99), prefill tokens/s, all-reduces per step and their time,
-// pipeline waits (communication shares averaged over ranks). Rank 0 prints a row per point as it
-// finishes, a progress bar on stderr, a trtllm-bench-style performance overview at the end, and
-// writes --json and --csv (bench/plot_sweep.py draws the JSON).
+// pipeline waits (communication shares averaged over ranks), and the weight bandwidth decode
+// reaches (every rank's weight bytes per step over its step time, summed), on the cpu backend
+// beside the copy and read bandwidth all ranks measure together after the sweep. Rank 0 prints a
+// row per point as it finishes, a progress bar on stderr, a trtllm-bench-style performance overview
+// at the end, and writes --json and --csv (bench/plot_sweep.py draws the JSON).
 #include <algorithm>
 #include <fstream>
 #include <numeric>
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/core/error.h"
+#include "kernels/cpu/memory_bandwidth.h"
 #include "launcher/cli.h"
 #include "launcher/progress_bar.h"
 #include "launcher/session.h"
@@ -68,6 +71,8 @@ struct Point {
   double tokens_per_s_per_rank = 0;
   double all_reduces_per_step = 0;
   double compute_ms = 0, collective_ms = 0, pipeline_ms = 0;
+  double weight_bandwidth = 0;  // bytes/s: each rank's weight bytes per decode step / its step
+                                // time (median), summed over ranks
 };
 
 const char* kCsvHeader =
@@ -77,7 +82,15 @@ const char* kCsvHeader =
     "prefill_tokens_per_s,all_reduces_per_step,allreduce_ms_per_step,pipeline_ms_per_step,"
     "compute_ms_per_step\n";
 
-void print_overview(const Session& s, const std::vector<Point>& points, int ranks) {
+// Decode's weight bandwidth as a share of what the ranks' memory can do (cpu backend only).
+std::string bandwidth_note(double weight_bandwidth, const MemoryBandwidth& memory) {
+  if (memory.copy <= 0) return "";
+  return fmt::format(" = {:.0f}% of copy, {:.0f}% of read", 100.0 * weight_bandwidth / memory.copy,
+                     100.0 * weight_bandwidth / memory.read);
+}
+
+void print_overview(const Session& s, const std::vector<Point>& points, int ranks,
+                    const MemoryBandwidth& memory) {
   auto best = [&](auto key) {
     return *std::max_element(points.begin(), points.end(),
                              [&](const Point& a, const Point& b) { return key(a) < key(b); });
@@ -92,6 +105,11 @@ void print_overview(const Session& s, const std::vector<Point>& points, int rank
   fmt::print("Backend:                {} ({} BLAS thread(s) per rank)\n", s.run.backend, s.threads);
   fmt::print("TP Size / PP Size:      {} / {} ({} ranks)\n", s.run.tp, s.run.pp, ranks);
   fmt::print("Points:                 {}\n", points.size());
+  if (memory.copy > 0)
+    fmt::print(
+        "Memory bandwidth:       copy {:.2f} GB/s (read + write), read {:.2f} GB/s (all ranks "
+        "at once, {} thread(s) each)\n",
+        memory.copy / 1e9, memory.read / 1e9, s.threads);
   for (const auto& [title, p] :
        {std::pair<const char*, const Point&>{"Highest throughput", fastest},
         {"Lowest latency", snappiest}}) {
@@ -106,6 +124,8 @@ void print_overview(const Session& s, const std::vector<Point>& points, int rank
     fmt::print("Prefill Throughput (tokens/sec):               {:.4f}\n",
                p.r.prefill_tokens_per_second);
     fmt::print("Average request latency (ms):                  {:.4f}\n", request_seconds * 1e3);
+    fmt::print("Decode Weight Bandwidth (GB/s):                {:.4f}{}\n",
+               p.weight_bandwidth / 1e9, bandwidth_note(p.weight_bandwidth, memory));
     fmt::print(
         "[TTFT] Time To First Token (ms):   avg {:.3f}  p50 {:.3f}  p90 {:.3f}  p99 {:.3f}\n",
         p.ttft.mean, p.ttft.p50, p.ttft.p90, p.ttft.p99);
@@ -156,15 +176,17 @@ int run_bench(BenchArgs& a, LaunchContext& launch) {
         p.r = measure_throughput(*s.engine, batch, input_len, output_len);
         // Communication shares averaged over ranks; all-reduces summed over TP groups (counted
         // on each group's tp rank 0).
-        std::vector<float> v = {float(p.r.compute_seconds_per_step),
-                                float(p.r.collective_seconds_per_step),
-                                float(p.r.transport_seconds_per_step),
-                                float(s.grid->tp_rank() == 0 ? p.r.all_reduces_per_step : 0)};
-        if (s.world) s.world->all_reduce_sum(Tensor{v.data(), DType::F32, 1, 4, 4});
+        std::vector<float> v = {
+            float(p.r.compute_seconds_per_step), float(p.r.collective_seconds_per_step),
+            float(p.r.transport_seconds_per_step),
+            float(s.grid->tp_rank() == 0 ? p.r.all_reduces_per_step : 0),
+            float(double(s.engine->weight_bytes_per_token()) / p.r.decode_step_seconds / 1e9)};
+        if (s.world) s.world->all_reduce_sum(Tensor{v.data(), DType::F32, 1, 5, 5});
         p.compute_ms = v[0] / ranks * 1e3;
         p.collective_ms = v[1] / ranks * 1e3;
         p.pipeline_ms = v[2] / ranks * 1e3;
         p.all_reduces_per_step = v[3];
+        p.weight_bandwidth = double(v[4]) * 1e9;
         p.ttft = stats_ms(p.r.first_token_seconds);
         p.tpot = stats_ms(p.r.step_seconds);
         const double decode_seconds =
@@ -189,8 +211,20 @@ int run_bench(BenchArgs& a, LaunchContext& launch) {
     }
   }
   progress.finish();
+  // The memory's bandwidth, on every rank at once (they share the machine's memory where they
+  // share a machine) and summed: the ceiling decode's weight bandwidth is set beside.
+  MemoryBandwidth memory;
+  if (s.run.backend == "cpu") {
+    std::vector<float> v = {0.0f, 0.0f};
+    if (s.world) s.world->all_reduce_sum(Tensor{v.data(), DType::F32, 1, 2, 2});  // start together
+    const size_t bytes = std::max((size_t(256) << 20) / size_t(ranks), size_t(64) << 20);
+    memory = measure_memory_bandwidth(s.threads, bytes);
+    v = {float(memory.copy / 1e9), float(memory.read / 1e9)};
+    if (s.world) s.world->all_reduce_sum(Tensor{v.data(), DType::F32, 1, 2, 2});
+    memory = {double(v[0]) * 1e9, double(v[1]) * 1e9};
+  }
   if (!s.is_root()) return 0;
-  print_overview(s, points, ranks);
+  print_overview(s, points, ranks, memory);
 
   const std::string transport = s.run.pp > 1 ? s.run.transport : "none";
   if (!a.json_path.empty()) {
@@ -214,7 +248,8 @@ int run_bench(BenchArgs& a, LaunchContext& launch) {
                          {"all_reduces_per_step", p.all_reduces_per_step},
                          {"compute_seconds_per_step", p.compute_ms / 1e3},
                          {"collective_seconds_per_step", p.collective_ms / 1e3},
-                         {"pipeline_seconds_per_step", p.pipeline_ms / 1e3}});
+                         {"pipeline_seconds_per_step", p.pipeline_ms / 1e3},
+                         {"decode_weight_bandwidth_bytes_per_s", p.weight_bandwidth}});
     }
     nlohmann::json j = {{"benchmark", "parafuse bench"},
                         {"label", a.label},
@@ -226,6 +261,10 @@ int run_bench(BenchArgs& a, LaunchContext& launch) {
                         {"threads_per_rank", s.threads},
                         {"ranks", ranks},
                         {"results", results}};
+    if (memory.copy > 0) {
+      j["copy_bandwidth_bytes_per_s"] = memory.copy;
+      j["read_bandwidth_bytes_per_s"] = memory.read;
+    }
     std::ofstream out(a.json_path);
     out << j.dump(2) << "\n";
     PF_CHECK(out.good(), "cannot write --json file '{}'", a.json_path);

@@ -8,10 +8,12 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "kernels/backend_registry.h"
 #include "tests/unit/cli_runner.h"
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 
 namespace {
@@ -124,6 +126,16 @@ TEST(Cli, BenchSweepWritesCsvJsonAndOverview) {
                           "\"output_tokens_per_second\"", "\"all_reduces_per_step\"",
                           "\"pipeline_seconds_per_step\""})
     EXPECT_THAT(text, HasSubstr(key));
+  // Decode's weight bandwidth beside the memory's, measured in the same run (cpu backend).
+  EXPECT_THAT(r.out, HasSubstr("Memory bandwidth:       copy "));
+  EXPECT_THAT(r.out,
+              ContainsRegex("Decode Weight Bandwidth \\(GB/s\\): +[0-9.]+ = [0-9]+% of copy, "
+                            "[0-9]+% of read"));
+  const nlohmann::json j = nlohmann::json::parse(text);
+  EXPECT_GT(j.at("copy_bandwidth_bytes_per_s").get<double>(), 1e8);
+  EXPECT_GT(j.at("read_bandwidth_bytes_per_s").get<double>(), 1e8);
+  for (const nlohmann::json& point : j.at("results"))
+    EXPECT_GT(point.at("decode_weight_bandwidth_bytes_per_s").get<double>(), 0.0) << point.dump();
   fs::remove_all(dir);
 }
 
