@@ -258,15 +258,16 @@ TEST(CpuWeightFormats, ActivationQuantizationIsBitIdenticalOnEveryKernelSet) {
 
 // The prefill panels: every set packs the same bytes and computes the same floats as the
 // generic one (integer dots, then the same float operations in the same order), over a tail
-// panel of 9 columns and row tails of 1 and 2.
+// panel of 9 columns and every row count from 1 to 13.
 TEST(CpuWeightFormats, QuantizedPanelsAreBitIdenticalOnEveryKernelSet) {
   const cpu_kernels::KernelSet& generic = *cpu_kernels::kernels_named("generic");
   constexpr int kCols = cpu_kernels::kPanelCols;
   const int64_t k = 96, nb = k / 32, n = kCols + 9;
   std::mt19937_64 rng(78);
-  const auto x = op_test::random_normal(rng, 8 * k, 2.0f);
-  std::vector<ActivationBlock> act(size_t(8 * nb));
-  for (int r = 0; r < 8; ++r) quantize_activations(x.data() + r * k, k, act.data() + r * nb);
+  constexpr int kMaxRows = 13;  // every row tail of every set's tile (3 generic / AVX2, 6 AVX-512)
+  const auto x = op_test::random_normal(rng, kMaxRows * k, 2.0f);
+  std::vector<ActivationBlock> act(size_t(kMaxRows * nb));
+  for (int r = 0; r < kMaxRows; ++r) quantize_activations(x.data() + r * k, k, act.data() + r * nb);
   for (DType dtype : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
     const StoredWeight w = store_weight(dtype, op_test::random_normal(rng, n * k, 0.05f), n, k);
     const size_t row_bytes = dtype_row_bytes(dtype, k);
@@ -276,7 +277,7 @@ TEST(CpuWeightFormats, QuantizedPanelsAreBitIdenticalOnEveryKernelSet) {
       std::vector<float> want_dm(size_t(nb * 2 * kCols), -1.0f);
       generic.pack_panel(dtype)(w.bytes.data() + size_t(c0) * row_bytes, row_bytes, cols, nb,
                                 want_pairs.data(), want_dm.data());
-      for (int rows : {7, 8}) {
+      for (int rows = 1; rows <= kMaxRows; ++rows) {
         for (float beta : {0.0f, 0.5f}) {
           std::vector<float> want(size_t(rows * cols), 1.0f);
           generic.panel_gemm(act.data(), rows, nb, want_pairs.data(), want_dm.data(), cols, beta,
