@@ -108,7 +108,6 @@ int main(int argc, char** argv) {
     const double weight_bytes = double(engine.weight_bytes_per_token());
     const double decode_bandwidth = weight_bytes / (d / decode);
     const MemoryBandwidth bw = measure_memory_bandwidth(threads, size_t(256) << 20);
-    const double copy = bw.copy;
     fmt::print("model     {}\n", model);
     fmt::print("backend   {} ({} thread{}), weights {} ({:.1f} MB read per decode step)\n",
                backend->name(), threads, threads == 1 ? "" : "s", weight_dtype, weight_bytes / 1e6);
@@ -124,7 +123,7 @@ int main(int argc, char** argv) {
     fmt::print(
         "decode weight bandwidth {:.2f} GB/s = {:.0f}% of copy bandwidth {:.2f} GB/s "
         "(read + write, {} thread{}); {:.0f}% of read bandwidth {:.2f} GB/s\n",
-        decode_bandwidth / 1e9, 100.0 * decode_bandwidth / copy, copy / 1e9, threads,
+        decode_bandwidth / 1e9, 100.0 * decode_bandwidth / bw.copy, bw.copy / 1e9, threads,
         threads == 1 ? "" : "s", 100.0 * decode_bandwidth / bw.read, bw.read / 1e9);
     if (!json_path.empty()) {
       nlohmann::json j = {{"benchmark", "bench_tokens"},
@@ -136,8 +135,8 @@ int main(int argc, char** argv) {
                           {"kv_cache_bytes_per_token", kv_bytes_per_token},
                           {"weight_bytes_per_token", weight_bytes},
                           {"decode_weight_bandwidth_bytes_per_s", decode_bandwidth},
-                          {"copy_bandwidth_bytes_per_s", copy},
-                          {"decode_bandwidth_fraction_of_copy", decode_bandwidth / copy},
+                          {"copy_bandwidth_bytes_per_s", bw.copy},
+                          {"decode_bandwidth_fraction_of_copy", decode_bandwidth / bw.copy},
                           {"read_bandwidth_bytes_per_s", bw.read},
                           {"decode_bandwidth_fraction_of_read", decode_bandwidth / bw.read},
                           {"reps", reps},
